@@ -1,0 +1,99 @@
+"""grain transforms turning source records into training windows.
+
+Randomness comes only from the ``rng`` grain hands to ``RandomMap.random_map``: the
+``IndexSampler`` seeds it per record as ``Philox(key=seed + global_index)``, where the global
+index counts across epochs and shards. A window therefore depends only on (seed, position in
+the sampled sequence), never on worker count, timing, or earlier elements, which is what makes a
+restored iterator state reproduce the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grain
+import numpy as np
+
+from wfvae_jax.data.sources import window_span
+from wfvae_jax.video_io import read_video, resize_and_crop, to_float
+
+logger = logging.getLogger(__name__)
+
+
+class SampleClip(grain.transforms.RandomMap):
+    """Record -> ``{"video": float32 (num_frames, h, w, 3) in [-1, 1], "key": int64}``.
+
+    Draws the window start uniformly in ``[0, frames - span]`` (``span = (num_frames - 1) *
+    sample_rate + 1``), then the crop position (``crop="random"``) from the same ``rng``, in
+    that order; resizes the short side to cover ``resolution`` (antialiased, ``resample``) and
+    crops. Accepts ``VideoFolderSource`` records (``path``, ``frames``: decoded here with PyAV)
+    and ``TfdsVideoSource`` records (``video``: uint8 frames).
+
+    Source: the reference ``TrainVideoDataset`` (``causalvideovae/dataset/video_dataset.py``)
+    samples a random window, resizes the short side and center-crops; this adds the random crop
+    option and seeds every draw from grain's per-record rng instead of Python's global one.
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        sample_rate: int,
+        resolution: int | tuple[int, int],
+        crop: str = "random",
+        resample: str = "bilinear",
+    ):
+        self.span = window_span(num_frames, sample_rate)
+        if crop not in ("center", "random"):
+            raise ValueError(f'crop must be "center" or "random", got {crop!r}')
+        self.num_frames, self.sample_rate = int(num_frames), int(sample_rate)
+        self.resolution, self.crop, self.resample = resolution, crop, resample
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        if "video" in element:
+            total = int(element["video"].shape[0])
+        else:
+            total = int(element["frames"])
+        if total < self.span:
+            raise ValueError(
+                f"record {element.get('key')} has {total} frames, fewer than the window span "
+                f"{self.span}; filter the source first"
+            )
+        start = int(rng.integers(0, total - self.span + 1))
+        if "video" in element:
+            window = element["video"][start : start + self.span : self.sample_rate]
+            clip = to_float(resize_and_crop(window, self.resolution, self.crop, rng, self.resample))
+        else:
+            clip = read_video(
+                element["path"],
+                self.num_frames,
+                frame_stride=self.sample_rate,
+                start=start,
+                resolution=self.resolution,
+                crop=self.crop,
+                rng=rng,
+                resample=self.resample,
+            )
+        return {"video": clip, "key": np.int64(element["key"])}
+
+
+class LongEnough(grain.transforms.Filter):
+    """Keeps in-memory video records with at least ``min_frames`` frames; logs each drop.
+
+    Used for ``TfdsVideoSource``, whose record lengths are only known once a record is read
+    (``VideoFolderSource`` filters at indexing time instead).
+    """
+
+    def __init__(self, min_frames: int):
+        self.min_frames = int(min_frames)
+
+    def filter(self, element: dict) -> bool:
+        frames = int(element["video"].shape[0])
+        if frames < self.min_frames:
+            logger.warning(
+                "dropping record %s: %d frames < window span %d",
+                element.get("key"),
+                frames,
+                self.min_frames,
+            )
+            return False
+        return True

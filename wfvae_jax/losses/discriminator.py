@@ -1,0 +1,153 @@
+"""3D PatchGAN discriminator of WF-VAE, channels-last.
+
+Source: reference ``causalvideovae/model/losses/discriminator.py`` (PKU-YuanGroup/WF-VAE @ d858bee),
+``NLayerDiscriminator3D`` (lines 77-128) and ``weights_init`` (lines 7-13); built by
+``LPIPSWithDiscriminator3D`` (``perceptual_loss.py`` lines 91-93) with ``n_layers=disc_num_layers=4``,
+``input_nc=3``, ``ndf=64`` and the default dropout 0.3.
+
+Layer pattern (k = 3x3x3 kernel, padding 1 on every axis, "s" = (t, h, w) strides):
+  conv(ndf, s=(2,2,2), bias) -> LeakyReLU(0.2)
+  for n in 1..n_layers-1: conv(ndf*min(2**n, 8), s=(2 if n == 1 else 1, 2, 2), no bias)
+                          -> BatchNorm -> LeakyReLU(0.2) -> Dropout(0.3)
+  conv(ndf*min(2**n_layers, 8), s=1, no bias) -> BatchNorm -> LeakyReLU(0.2) -> Dropout(0.3)
+  conv(1, s=1, bias)                                   # per-patch logits
+
+Differences from PyTorch that cannot matter for training as the reference runs it:
+- PyTorch's BatchNorm running variance uses the unbiased batch variance, Flax's the biased one.
+  The reference never switches its discriminator to eval mode (``train_ddp.py`` only toggles the
+  generator's modules), so the running statistics are never read there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# weights_init (discriminator.py:7-13): conv weights ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02),
+# BatchNorm bias = 0. Conv biases are not touched there and keep PyTorch's default init.
+conv_kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+def batchnorm_scale_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """BatchNorm scale initializer N(1, 0.02) (reference ``weights_init``, discriminator.py:12).
+
+    Args:
+        key: PRNG key.
+        shape: parameter shape, ``(features,)``.
+        dtype: parameter dtype.
+
+    Returns:
+        Array of ``shape`` and ``dtype`` drawn from a normal with mean 1 and std 0.02.
+    """
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def torch_conv_bias_init(fan_in: int) -> nn.initializers.Initializer:
+    """PyTorch's default ``Conv3d`` bias initializer, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    The reference's ``weights_init`` leaves conv biases at this default, so the two biased convs
+    (first and last) start from it.
+
+    Args:
+        fan_in: ``in_channels * prod(kernel_size)`` of the conv.
+
+    Returns:
+        A Flax initializer ``(key, shape, dtype) -> array``.
+
+    Raises:
+        ValueError: if ``fan_in`` is not positive.
+    """
+    if fan_in <= 0:
+        raise ValueError(f"fan_in must be positive, got {fan_in}")
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class NLayerDiscriminator3D(nn.Module):
+    """3D PatchGAN discriminator (reference ``NLayerDiscriminator3D``), channels-last.
+
+    Attributes:
+        ndf: filters of the first conv; later convs use ``ndf * min(2**n, 8)``.
+        n_layers: number of strided conv stages. Default 4, the value ``LPIPSWithDiscriminator3D``
+            passes (``disc_num_layers=4``); the reference class's own default is 3.
+        dropout: dropout rate after each normalised block (reference default 0.3).
+        bn_momentum: Flax running-average decay; PyTorch's ``momentum=0.1`` is Flax's 0.9.
+        bn_epsilon: BatchNorm epsilon (PyTorch default 1e-5).
+        axis_name: optional ``pmap``/``shard_map`` axis over which to average batch statistics
+            (SyncBatchNorm); ``None`` keeps them per device, as the reference's plain DDP does.
+        dtype: computation dtype (``None`` = inferred from input and params).
+
+    Call:
+        ``apply(variables, x, train=..., rngs={"dropout": key}, mutable=["batch_stats"])``.
+        ``x``: ``(B, T, H, W, C)`` float, videos in [-1, 1]. ``train=True`` uses batch statistics,
+        updates ``batch_stats`` (pass ``mutable=["batch_stats"]``) and applies dropout (needs a
+        ``"dropout"`` rng); ``train=False`` uses the running statistics and no dropout.
+        Returns ``(B, T', H', W', 1)`` per-patch logits; each stride-2 axis maps ``n -> (n - 1)//2 + 1``.
+
+    Raises:
+        ValueError: if ``x`` is not 5-D.
+    """
+
+    ndf: int = 64
+    n_layers: int = 4
+    dropout: float = 0.3
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    axis_name: str | None = None
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        if x.ndim != 5:
+            raise ValueError(f"expected (B, T, H, W, C) input, got shape {x.shape}")
+        if self.n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
+        pad = [(1, 1)] * 3
+
+        def conv(features: int, strides, use_bias: bool, in_features: int, name: str):
+            return nn.Conv(
+                features,
+                (3, 3, 3),
+                strides=strides,
+                padding=pad,
+                use_bias=use_bias,
+                kernel_init=conv_kernel_init,
+                bias_init=torch_conv_bias_init(in_features * 27),
+                dtype=self.dtype,
+                name=name,
+            )
+
+        def norm_act_drop(h: jax.Array, idx: int) -> jax.Array:
+            h = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=self.bn_epsilon,
+                scale_init=batchnorm_scale_init,
+                bias_init=nn.initializers.zeros,
+                axis_name=self.axis_name,
+                dtype=self.dtype,
+                name=f"norm_{idx}",
+            )(h)
+            h = nn.leaky_relu(h, 0.2)
+            return nn.Dropout(self.dropout, deterministic=not train)(h)
+
+        h = conv(self.ndf, (2, 2, 2), True, x.shape[-1], "conv_0")(x)
+        h = nn.leaky_relu(h, 0.2)
+        mult = 1
+        for n in range(1, self.n_layers):
+            prev, mult = mult, min(2**n, 8)
+            strides = (2 if n == 1 else 1, 2, 2)
+            h = conv(self.ndf * mult, strides, False, self.ndf * prev, f"conv_{n}")(h)
+            h = norm_act_drop(h, n)
+        prev, mult = mult, min(2**self.n_layers, 8)
+        h = conv(self.ndf * mult, (1, 1, 1), False, self.ndf * prev, f"conv_{self.n_layers}")(h)
+        h = norm_act_drop(h, self.n_layers)
+        return conv(1, (1, 1, 1), True, self.ndf * mult, f"conv_{self.n_layers + 1}")(h)

@@ -1,0 +1,103 @@
+"""Input checks and small I/O helpers shared by the metrics modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_video_pair(x: Any, y: Any, name: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Validate two video batches and return them as float32 JAX arrays.
+
+    Args:
+      x, y: videos, (B, T, H, W, C), float, values nominally in [-1, 1].
+      name: metric name used in error messages.
+
+    Returns:
+      (x, y) as float32 arrays of the same shape.
+
+    Raises:
+      ValueError: if the shapes differ, are not 5-D, or the dtype is not floating point
+        (integer frames must be scaled to [-1, 1] by the caller, e.g. ``u8 / 127.5 - 1``).
+    """
+    x_shape, y_shape = np.shape(x), np.shape(y)
+    if len(x_shape) != 5:
+        raise ValueError(f"{name}: expected videos (B, T, H, W, C), got shape {x_shape}")
+    if x_shape != y_shape:
+        raise ValueError(f"{name}: shapes differ: {x_shape} vs {y_shape}")
+    for v in (x, y):
+        if not jnp.issubdtype(jnp.result_type(v), jnp.floating):
+            raise ValueError(
+                f"{name}: expected float videos in [-1, 1], got dtype {jnp.result_type(v)}; "
+                "scale uint8 frames with u8 / 127.5 - 1"
+            )
+    return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+
+
+def to_unit_range(x: jnp.ndarray) -> jnp.ndarray:
+    """Map [-1, 1] to [0, 1], clamping first as the reference does before writing videos.
+
+    Source: causalvideovae/utils/video_utils.py ``custom_to_video`` (clamp(-1, 1), then
+    (x + 1) / 2); the reference eval reads those clipped frames back from disk.
+    """
+    return (jnp.clip(x, -1.0, 1.0) + 1.0) / 2.0
+
+
+def flatten_tree(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """Flatten nested dicts of arrays to ``{"a/b/c": np.ndarray}`` (the safetensors layout)."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_tree(value, path + "/"))
+        else:
+            flat[path] = np.ascontiguousarray(np.asarray(value))
+    return flat
+
+
+def unflatten_tree(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_tree`."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def check_tree_shapes(
+    got: Mapping[str, Any], expected: Mapping[str, Any], what: str
+) -> None:
+    """Raise ValueError naming every missing, unexpected or misshapen leaf.
+
+    ``expected`` leaves may be arrays or ``jax.ShapeDtypeStruct`` (anything with ``.shape``).
+    """
+    got_flat = _flatten_shapes(got)
+    exp_shapes = {k: tuple(v.shape) for k, v in _flatten_shapes(expected).items()}
+    missing = sorted(set(exp_shapes) - set(got_flat))
+    extra = sorted(set(got_flat) - set(exp_shapes))
+    wrong = sorted(
+        f"{k}: {got_flat[k].shape} (expected {exp_shapes[k]})"
+        for k in set(exp_shapes) & set(got_flat)
+        if tuple(got_flat[k].shape) != exp_shapes[k]
+    )
+    if missing or extra or wrong:
+        raise ValueError(
+            f"{what} does not match the expected layout; missing: {missing[:8]}, "
+            f"unexpected: {extra[:8]}, wrong shape: {wrong[:8]}"
+        )
+
+
+def _flatten_shapes(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten_shapes(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,244 @@
+"""WF-VAE encoder and decoder with the wavelet energy-flow pathway (Flax Linen, channels-last).
+
+Source: reference ``causalvideovae/model/vae/modeling_wfvae.py`` (``Encoder``, ``Decoder``,
+``WFVAEModel``); paper Sec. 3.2, Eqs. 2-3 (arXiv 2411.17459).
+
+Shapes for a video ``(B, T, H, W, 3)``, ``T = 1 + 4k``, with ``b = base_channels``, ``E`` the
+energy-flow width, ``L = latent_dim``; ``T2 = 1 + 2k`` and ``T4 = 1 + k`` frames:
+  encoder: Haar3D -> (B, T2, H/2, W/2, 24) -> down1 -> (B, T2, H/4, W/4, b) | W2 inflow
+           -> down2 -> (B, T4, H/8, W/8, 2b) | W3 inflow -> mid -> (B, T4, H/8, W/8, 2L)
+  decoder: the mirror; the energy-flow outflows are inverse wavelets added into the next level.
+Every module returns its Causal Cache (see ``wfvae_jax.layers``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from wfvae_jax import wavelets
+from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.layers import (
+    AttnBlock3DFix,
+    CausalConv3d,
+    Conv2d,
+    Downsample,
+    Norm,
+    ResnetBlock2D,
+    ResnetBlock3D,
+    Spatial2xTime2x3DDownsample,
+    Spatial2xTime2x3DUpsample,
+    Upsample,
+    swish,
+)
+from wfvae_jax.posterior import DiagonalGaussian
+
+Cache = Any
+SCALE3D = wavelets.REFERENCE_SCALE_3D
+
+
+def _get(cache: Cache, name: str) -> Cache:
+    return None if cache is None else cache[name]
+
+
+class Encoder(nn.Module):
+    """``(B, T, H, W, 3)`` -> moments ``(B, T4, H/8, W/8, 2L)``, taps ``(W2, W3)``, cache.
+
+    ``W2`` (``l1_coeffs``): 2D Haar of the LLL subband, ``(B, T2, H/4, W/4, 12)``; ``W3``
+    (``l2_coeffs``): 3D Haar of its LL subband, ``(B, T4, H/8, W/8, 24)``. In chunked inference
+    ``cache=None`` marks the first chunk (one frame); later chunks hold a multiple of 4 frames.
+    """
+
+    config: WFVAEConfig
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        c, b, dt = self.config, self.config.base_channels, self.dtype
+        e, nt = c.encoder_energy_flow_hidden_size, c.norm_type
+        n = c.encoder_num_resblocks
+        # Lists mirror the reference's nn.Sequential indices: down1_0 <-> down1.0, etc.
+        self.down1 = (
+            [Conv2d(b, dtype=dt)]
+            + [ResnetBlock2D(b, b, nt, c.dropout, dtype=dt) for _ in range(n)]
+            + [Downsample(b, dtype=dt)]
+        )
+        self.down2 = (
+            [Conv2d(2 * b, dtype=dt)]
+            + [ResnetBlock3D(2 * b, 2 * b, nt, c.dropout, dtype=dt) for _ in range(n)]
+            + [Spatial2xTime2x3DDownsample(2 * b, dtype=dt)]
+        )
+        self.connect_l1 = Conv2d(e, dtype=dt)
+        self.connect_l2 = Conv2d(e, dtype=dt)
+        mid = [
+            ResnetBlock3D(2 * b + e, 4 * b, nt, c.dropout, dtype=dt),
+            ResnetBlock3D(4 * b, 4 * b, nt, c.dropout, dtype=dt),
+        ]
+        if c.use_attention:
+            mid.insert(1, AttnBlock3DFix(4 * b, nt, dtype=dt))
+        self.mid = mid
+        self.norm_out = Norm(nt, dtype=dt)
+        self.conv_out = CausalConv3d(2 * c.latent_dim, 3, padding=1, dtype=dt)
+
+    def __call__(
+        self, x: jnp.ndarray, cache: Cache = None, deterministic: bool = True
+    ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray], Cache]:
+        first = cache is None
+        new: dict[str, Cache] = {}
+        coeffs = wavelets.haar3d(x.astype(self.dtype), SCALE3D, causal=first)  # (B,T2,H/2,W/2,24)
+        l1_coeffs = wavelets.haar2d(coeffs[..., :3])  # LLL -> (B, T2, H/4, W/4, 12)
+        l1 = self.connect_l1(l1_coeffs)  # (B, T2, H/4, W/4, E)
+        l2_coeffs = wavelets.haar3d(l1_coeffs[..., :3], SCALE3D, causal=first)  # (B,T4,H/8,W/8,24)
+        l2 = self.connect_l2(l2_coeffs)  # (B, T4, H/8, W/8, E)
+
+        h = self.down1[0](coeffs)
+        for blk in self.down1[1:-1]:
+            h = blk(h, deterministic)
+        h = self.down1[-1](h)  # (B, T2, H/4, W/4, b)
+        h = jnp.concatenate([h, l1], axis=-1)  # W2 inflow (paper Eq. 2)
+        h = self.down2[0](h)
+        for i, blk in enumerate(self.down2[1:-1], 1):
+            h, new[f"down2_{i}"] = blk(h, _get(cache, f"down2_{i}"), 0, deterministic)
+        h, new["down2_down"] = self.down2[-1](h, _get(cache, "down2_down"))  # (B,T4,H/8,W/8,2b)
+        h = jnp.concatenate([h, l2], axis=-1)  # W3 inflow
+        h = self._mid(h, cache, new, deterministic)  # (B, T4, H/8, W/8, 4b)
+        h = swish(self.norm_out(h))
+        h, new["conv_out"] = self.conv_out(h, _get(cache, "conv_out"))
+        return h, (l1_coeffs, l2_coeffs), new
+
+    def _mid(self, h, cache, new, deterministic):
+        for i, blk in enumerate(self.mid):
+            if isinstance(blk, AttnBlock3DFix):
+                h = blk(h)
+            else:
+                h, new[f"mid_{i}"] = blk(h, _get(cache, f"mid_{i}"), 0, deterministic)
+        return h
+
+
+class Decoder(nn.Module):
+    """Latent ``(B, t, h, w, L)`` -> video ``(B, 4t - 3, 8h, 8w, 3)``, taps ``(W2^, W3^)``, cache.
+
+    Chunked inference: ``cache=None`` marks the first chunk (one latent frame, no lookahead);
+    later chunks carry ``lookahead`` (0 or 1) extra trailing latent frames whose outputs the
+    caller drops. In a later chunk of ``m`` (+ lookahead) latent frames all ``4m`` (+4) frames are
+    produced. ``W2^`` is returned after the W3 outflow has been added into its LL subband, as the
+    reference's in-place update does.
+    """
+
+    config: WFVAEConfig
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        c, b, dt = self.config, self.config.base_channels, self.dtype
+        e, nt, n, drop = c.decoder_energy_flow_hidden_size, c.norm_type, c.decoder_num_resblocks, c.dropout
+        self.conv_in = CausalConv3d(4 * b, 3, padding=1, dtype=dt)
+        mid = [ResnetBlock3D(4 * b, 4 * b, nt, drop, dtype=dt), ResnetBlock3D(4 * b, 4 * b + e, nt, drop, dtype=dt)]
+        if c.use_attention:
+            mid.insert(1, AttnBlock3DFix(4 * b, nt, dtype=dt))
+        self.mid = mid
+        self.up2 = (
+            [ResnetBlock3D(4 * b, 4 * b, nt, drop, dtype=dt) for _ in range(n)]
+            + [Spatial2xTime2x3DUpsample(4 * b, c.t_interpolation, dtype=dt)]
+            + [ResnetBlock3D(4 * b, 4 * b + e, nt, drop, dtype=dt)]
+        )
+        self.up1 = (
+            [ResnetBlock3D(4 * b if i == 0 else 2 * b, 2 * b, nt, drop, dtype=dt) for i in range(n)]
+            + [Upsample(2 * b, dtype=dt)]
+            + [ResnetBlock3D(2 * b, 2 * b, nt, drop, dtype=dt)]
+        )
+        self.layer = [ResnetBlock3D(2 * b if i == 0 else b, b, nt, drop, dtype=dt) for i in range(2)]
+        r = c.connect_res_layer_num
+        self.connect_l1 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [Conv2d(12, dtype=dt)]
+        self.connect_l2 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [Conv2d(24, dtype=dt)]
+        self.norm_out = Norm(nt, dtype=dt)
+        self.conv_out = Conv2d(24, dtype=dt)
+
+    def __call__(
+        self, z: jnp.ndarray, cache: Cache = None, lookahead: int = 0, deterministic: bool = True
+    ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray], Cache]:
+        first = cache is None
+        e = self.config.decoder_energy_flow_hidden_size
+        new: dict[str, Cache] = {}
+
+        def run3d(blocks, name, h, la):
+            for i, blk in enumerate(blocks):
+                key = f"{name}_{i}"
+                if isinstance(blk, ResnetBlock3D):
+                    h, new[key] = blk(h, _get(cache, key), la, deterministic)
+                elif isinstance(blk, AttnBlock3DFix):
+                    h = blk(h)
+                elif isinstance(blk, Spatial2xTime2x3DUpsample):
+                    h, new[key] = blk(h, _get(cache, key), la)
+                    la = 2 * la  # frames now at twice the rate
+                else:
+                    h = blk(h)
+            return h
+
+        h, new["conv_in"] = self.conv_in(z.astype(self.dtype), _get(cache, "conv_in"), lookahead)
+        h = run3d(self.mid, "mid", h, lookahead)  # (B, t, h, w, 4b + E)
+        l2_coeffs = run3d(self.connect_l2, "connect_l2", h[..., -e:], lookahead)  # (.., 24)
+        l2 = wavelets.inverse_haar3d(l2_coeffs, SCALE3D, causal=first)  # (B, 2t-1, 2h, 2w, 3)
+        h = run3d(self.up2, "up2", h[..., :-e], lookahead)  # (B, 2t-1, 2h, 2w, 4b + E)
+        l1_coeffs = run3d(self.connect_l1, "connect_l1", h[..., -e:], 2 * lookahead)  # (.., 12)
+        l1_coeffs = l1_coeffs.at[..., :3].add(l2)  # W3 outflow into the LL band (paper Eq. 3)
+        l1 = wavelets.inverse_haar2d(l1_coeffs)  # (B, 2t-1, 4h, 4w, 3)
+        h = run3d(self.up1, "up1", h[..., :-e], 2 * lookahead)  # (B, 2t-1, 4h, 4w, 2b)
+        h = run3d(self.layer, "layer", h, 2 * lookahead)  # (B, 2t-1, 4h, 4w, b)
+        h = self.conv_out(swish(self.norm_out(h)))  # (B, 2t-1, 4h, 4w, 24)
+        h = h.at[..., :3].add(l1)  # W2 outflow into the LLL band
+        dec = wavelets.inverse_haar3d(h, SCALE3D, causal=first)  # (B, 4t-3, 8h, 8w, 3)
+        return dec, (l1_coeffs, l2_coeffs), new
+
+
+@flax.struct.dataclass
+class ForwardOutput:
+    """Autoencoder pass: reconstruction, posterior, and the WL-loss taps (channels-last)."""
+
+    sample: jnp.ndarray
+    posterior: DiagonalGaussian
+    enc_l1: jnp.ndarray
+    dec_l1: jnp.ndarray
+    enc_l2: jnp.ndarray
+    dec_l2: jnp.ndarray
+
+
+class WFVAE(nn.Module):
+    """The whole WF-VAE; parameters under ``encoder`` and ``decoder`` as the reference.
+
+    ``__call__(x)`` is the training forward pass (reference ``WFVAEModel.forward``); use
+    :meth:`encode` / :meth:`decode` through ``apply(..., method=...)`` for inference, or the
+    functional API in ``wfvae_jax.api``.
+    """
+
+    config: WFVAEConfig
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.encoder = Encoder(self.config, self.dtype)
+        self.decoder = Decoder(self.config, self.dtype)
+
+    def encode(self, x: jnp.ndarray, cache: Cache = None, deterministic: bool = True):
+        """``x`` (B, T, H, W, 3) -> (DiagonalGaussian, (W2, W3), cache)."""
+        moments, taps, cache = self.encoder(x, cache, deterministic)
+        return DiagonalGaussian.from_moments(moments), taps, cache
+
+    def decode(self, z: jnp.ndarray, cache: Cache = None, lookahead: int = 0, deterministic: bool = True):
+        """``z`` (B, t, h, w, L) -> (video, (W2^, W3^), cache)."""
+        return self.decoder(z, cache, lookahead, deterministic)
+
+    def __call__(
+        self, x: jnp.ndarray, sample_posterior: bool = True, deterministic: bool = True
+    ) -> ForwardOutput:
+        posterior, (enc_l1, enc_l2), _ = self.encode(x, None, deterministic)
+        z = posterior.sample(self.make_rng("sample")) if sample_posterior else posterior.mode()
+        dec, (dec_l1, dec_l2), _ = self.decode(z, None, 0, deterministic)
+        return ForwardOutput(dec, posterior, enc_l1, dec_l1, enc_l2, dec_l2)
+
+
+def init_params(config: WFVAEConfig, rng: jax.Array, frames: int = 1, size: int = 8) -> Any:
+    """Randomly initialised parameters (PyTorch's default conv init), as a params pytree."""
+    x = jnp.zeros((1, frames, size, size, 3), jnp.float32)
+    return WFVAE(config).init({"params": rng}, x, sample_posterior=False)["params"]
