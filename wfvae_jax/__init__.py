@@ -1,0 +1,31 @@
+"""wfvae_jax: WF-VAE (wavelet-driven energy-flow video VAE, arXiv 2411.17459) in JAX/Flax.
+
+Public API::
+
+    params, config = wfvae_jax.load_pretrained("converted_dir")
+    posterior = wfvae_jax.encode(params, video, config)          # video (B, T, H, W, 3) in [-1, 1]
+    video_hat = wfvae_jax.decode(params, posterior.mode(), config)
+"""
+
+from wfvae_jax import config
+from wfvae_jax.api import decode, encode, nearest_valid_num_frames, validate_video
+from wfvae_jax.checkpoint import load_pretrained, save_pretrained
+from wfvae_jax.config import WFVAEConfig, get_config
+from wfvae_jax.model import WFVAE, init_params
+from wfvae_jax.posterior import DiagonalGaussian
+
+__all__ = [
+    "DiagonalGaussian",
+    "WFVAE",
+    "WFVAEConfig",
+    "config",
+    "decode",
+    "encode",
+    "get_config",
+    "init_params",
+    "load_pretrained",
+    "nearest_valid_num_frames",
+    "save_pretrained",
+    "validate_video",
+]
+__version__ = "0.1.0"

@@ -20,7 +20,7 @@ from wfvae_jax.config import WFVAEConfig
 
 
 def save_pretrained(path: str | os.PathLike, params: Any, config: WFVAEConfig) -> None:
-    """Writes ``params`` and ``config`` under ``path`` (created; an existing params dir is replaced)."""
+    """Writes ``params`` and ``config`` under ``path`` (created; existing params are replaced)."""
     path = os.path.abspath(os.fspath(path))
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config.json"), "w") as f:

@@ -1,7 +1,7 @@
-"""WF-VAE model configuration, field-for-field the reference's ``WFVAEModel`` constructor.
+"""WF-VAE model configuration, field for field the reference's ``WFVAEModel`` constructor.
 
-Source: reference ``causalvideovae/model/vae/modeling_wfvae.py`` (``WFVAEModel.__init__``); a released
-``config.json`` maps 1:1 onto :class:`WFVAEConfig` (see :meth:`WFVAEConfig.from_dict`).
+Source: reference ``causalvideovae/model/vae/modeling_wfvae.py`` (``WFVAEModel.__init__``); a
+released ``config.json`` maps 1:1 onto :class:`WFVAEConfig` (see :meth:`WFVAEConfig.from_dict`).
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ class WFVAEConfig:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.connect_res_layer_num < 0:
-            raise ValueError(f"connect_res_layer_num must be >= 0, got {self.connect_res_layer_num}")
+            raise ValueError(
+                f"connect_res_layer_num must be >= 0, got {self.connect_res_layer_num}"
+            )
         if self.norm_type == "groupnorm":
             for key in (
                 "base_channels",
@@ -129,8 +131,8 @@ def _released(**kw: Any) -> WFVAEConfig:
     return WFVAEConfig(**base)
 
 
-# Paper Table 3 sizes (base 128/160/192, energy flow 128/128); latent_dim 4 in the paper's S/M/L rows,
-# 16 in the released L checkpoint. The Open-Sora Plan v1.3 S is the 8-channel model that ships there.
+# Paper Table 3 sizes (base 128/160/192, energy flow 128/128); latent_dim 4 in the paper's S/M/L
+# rows, 16 in the released L checkpoint. The Open-Sora Plan v1.3 S is the 8-channel model it ships.
 NAMED_CONFIGS: dict[str, WFVAEConfig] = {
     "WF-VAE-S": _released(
         base_channels=128,

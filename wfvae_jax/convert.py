@@ -114,7 +114,9 @@ def torch_state_dict_to_params(
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): {mismatched}")
     if bad_wavelets:
-        problems.append(f"Haar kernels that differ from the reference's fixed values: {bad_wavelets}")
+        problems.append(
+            f"Haar kernels that differ from the reference's fixed values: {bad_wavelets}"
+        )
     if problems:
         raise ValueError(
             "checkpoint does not match the WF-VAE config "
@@ -134,9 +136,7 @@ def load_reference(
 
     src = os.fspath(src)
     if isinstance(config, str):
-        config = (
-            WFVAEConfig.from_json(config) if config.endswith(".json") else get_config(config)
-        )
+        config = WFVAEConfig.from_json(config) if config.endswith(".json") else get_config(config)
     if config is None:
         cfg_path = os.path.join(src if os.path.isdir(src) else os.path.dirname(src), "config.json")
         if not os.path.exists(cfg_path):
@@ -169,3 +169,18 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def params_to_torch_state_dict(params: Any) -> dict[str, np.ndarray]:
+    """Inverse of :func:`torch_state_dict_to_params` (without the fixed Haar kernels).
+
+    Gives the reference's key names and ``(O, I, *k)`` kernel layout, e.g. to load weights
+    trained here into the PyTorch reference.
+    """
+    out = {}
+    for path, value in flatten_dict(params).items():
+        v = np.asarray(value, np.float32)
+        if path[-1] == "kernel":
+            v = np.transpose(v, (v.ndim - 1, v.ndim - 2, *range(v.ndim - 2)))
+        out[flax_path_to_torch_key(path)] = np.ascontiguousarray(v)
+    return out

@@ -379,7 +379,11 @@ class Spatial2xTime2x3DUpsample(nn.Module):
             # Direct inference, or the first chunk.
             rest = x[:, 1:]
             y0 = _spatial_up(x[:, :1])
-            y = y0 if rest.shape[1] == 0 else jnp.concatenate([y0, _spatial_up(self._time_up(rest))], 1)
+            y = (
+                y0
+                if rest.shape[1] == 0
+                else jnp.concatenate([y0, _spatial_up(self._time_up(rest))], 1)
+            )
             conv_cache = None
             valid = jnp.asarray(rest.shape[1] - lookahead > 0, x.dtype)
             last = x[:, max(x.shape[1] - lookahead - 1, 0)][:, None]
@@ -391,9 +395,9 @@ class Spatial2xTime2x3DUpsample(nn.Module):
             y = _spatial_up(self._time_up(jnp.concatenate([left, x], axis=1))[:, 2:])
             frame = x[:, x.shape[1] - lookahead - 1][:, None]
             valid = jnp.ones((), x.dtype)
-        y, conv_cache = CausalConv3d(self.out_channels, 3, padding=1, dtype=self.dtype, name="conv")(
-            y, conv_cache, 2 * lookahead
-        )
+        y, conv_cache = CausalConv3d(
+            self.out_channels, 3, padding=1, dtype=self.dtype, name="conv"
+        )(y, conv_cache, 2 * lookahead)
         return y, (frame, valid, conv_cache)
 
 

@@ -133,9 +133,17 @@ class Decoder(nn.Module):
 
     def setup(self) -> None:
         c, b, dt = self.config, self.config.base_channels, self.dtype
-        e, nt, n, drop = c.decoder_energy_flow_hidden_size, c.norm_type, c.decoder_num_resblocks, c.dropout
+        e, nt, n, drop = (
+            c.decoder_energy_flow_hidden_size,
+            c.norm_type,
+            c.decoder_num_resblocks,
+            c.dropout,
+        )
         self.conv_in = CausalConv3d(4 * b, 3, padding=1, dtype=dt)
-        mid = [ResnetBlock3D(4 * b, 4 * b, nt, drop, dtype=dt), ResnetBlock3D(4 * b, 4 * b + e, nt, drop, dtype=dt)]
+        mid = [
+            ResnetBlock3D(4 * b, 4 * b, nt, drop, dtype=dt),
+            ResnetBlock3D(4 * b, 4 * b + e, nt, drop, dtype=dt),
+        ]
         if c.use_attention:
             mid.insert(1, AttnBlock3DFix(4 * b, nt, dtype=dt))
         self.mid = mid
@@ -149,10 +157,16 @@ class Decoder(nn.Module):
             + [Upsample(2 * b, dtype=dt)]
             + [ResnetBlock3D(2 * b, 2 * b, nt, drop, dtype=dt)]
         )
-        self.layer = [ResnetBlock3D(2 * b if i == 0 else b, b, nt, drop, dtype=dt) for i in range(2)]
+        self.layer = [
+            ResnetBlock3D(2 * b if i == 0 else b, b, nt, drop, dtype=dt) for i in range(2)
+        ]
         r = c.connect_res_layer_num
-        self.connect_l1 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [Conv2d(12, dtype=dt)]
-        self.connect_l2 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [Conv2d(24, dtype=dt)]
+        self.connect_l1 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [
+            Conv2d(12, dtype=dt)
+        ]
+        self.connect_l2 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [
+            Conv2d(24, dtype=dt)
+        ]
         self.norm_out = Norm(nt, dtype=dt)
         self.conv_out = Conv2d(24, dtype=dt)
 
@@ -225,7 +239,9 @@ class WFVAE(nn.Module):
         moments, taps, cache = self.encoder(x, cache, deterministic)
         return DiagonalGaussian.from_moments(moments), taps, cache
 
-    def decode(self, z: jnp.ndarray, cache: Cache = None, lookahead: int = 0, deterministic: bool = True):
+    def decode(
+        self, z: jnp.ndarray, cache: Cache = None, lookahead: int = 0, deterministic: bool = True
+    ):
         """``z`` (B, t, h, w, L) -> (video, (W2^, W3^), cache)."""
         return self.decoder(z, cache, lookahead, deterministic)
 

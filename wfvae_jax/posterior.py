@@ -1,6 +1,7 @@
 """Diagonal Gaussian posterior ``q(z | x)``.
 
-Source: reference ``causalvideovae/model/utils/distrib_utils.py`` (``DiagonalGaussianDistribution``).
+Source: reference ``causalvideovae/model/utils/distrib_utils.py``
+(``DiagonalGaussianDistribution``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ REDUCE/NEWOBJ/BUILD can only act on what it returned, so no code outside this al
 * ``torch.Size`` (becomes ``tuple``) and the ``torch.<dtype>`` objects (become immutable
   :class:`TorchDtype` markers).
 
-Every substitute is either an immutable builtin type or a frozen, slotted object, so a crafted
+Every substitute is an immutable builtin type or an immutable NamedTuple instance, so a crafted
 BUILD opcode cannot mutate state shared between loads. Nothing from torch is imported.
 
 Dtypes: numpy has no native bfloat16, so bfloat16 tensors are widened to float32 (exact: every
@@ -56,9 +56,8 @@ import sys
 import types
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_dtypes
 import numpy as np
@@ -78,8 +77,10 @@ def _widen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@dataclass(frozen=True, slots=True)
-class _StorageType:
+# The stand-ins are NamedTuples: no __dict__, no settable attributes and no __setstate__, so a
+# BUILD opcode aimed at one fails. (A frozen dataclass is not enough: with slots=True it gains a
+# __setstate__ that writes fields through object.__setattr__.)
+class _StorageType(NamedTuple):
     """Stand-in for a torch storage class such as ``torch.FloatStorage``."""
 
     name: str
@@ -90,8 +91,7 @@ class _StorageType:
         return _BFLOAT16 if self.dtype_str == "bfloat16" else np.dtype(self.dtype_str)
 
 
-@dataclass(frozen=True, slots=True)
-class TorchDtype:
+class TorchDtype(NamedTuple):
     """Stand-in for a ``torch.<dtype>`` object found in a pickle (e.g. ``torch.float16``).
 
     ``name`` is torch's name (``"float16"``); :attr:`numpy` gives the numpy dtype, with bfloat16
@@ -208,8 +208,7 @@ def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-@dataclass(frozen=True, slots=True)
-class _Callable:
+class _Callable(NamedTuple):
     """Frozen wrapper so a crafted BUILD opcode cannot change e.g. a function's ``__defaults__``."""
 
     fn: Any

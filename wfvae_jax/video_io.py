@@ -11,7 +11,7 @@ Conventions
   PKU-YuanGroup/WF-VAE @ d858bee): scale the short side to the target, antialiased, then crop.
   The reference uses torchvision's antialiased bilinear resize; Pillow's ``BILINEAR`` is the same
   kind of filter (a triangle kernel widened by the downscale factor), ``"area"`` is exact box
-  averaging.
+  averaging. Resizing runs on float32 values, so outputs are not re-quantised to uint8 levels.
 """
 
 from __future__ import annotations
@@ -97,12 +97,17 @@ def _target_hw(resolution: int | tuple[int, int]) -> tuple[int, int]:
 def resized_size(height: int, width: int, resolution: int | tuple[int, int]) -> tuple[int, int]:
     """Size ``(h, w)`` after the short-side resize that just covers ``resolution``.
 
-    The scale is ``max(th / height, tw / width)`` (for a square target: target / short side), and
-    each side is rounded but never below the target, so a crop of the target size always fits.
+    The side with the larger target/source ratio is set to its target and the other side scaled
+    by the same ratio and truncated (never below its target), so a crop of the target size always
+    fits. For a square target this is torchvision's ``Resize(int)``, which the reference uses:
+    short side = target, long side = ``int(target * long / short)``.
     """
     th, tw = _target_hw(resolution)
-    scale = max(th / height, tw / width)
-    return max(th, round(height * scale)), max(tw, round(width * scale))
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if th * width >= tw * height:  # th / height >= tw / width, without float division
+        return th, max(tw, int(th * width / height))
+    return max(th, int(tw * height / width)), tw
 
 
 def crop_offsets(
@@ -113,8 +118,9 @@ def crop_offsets(
 ) -> tuple[int, int]:
     """Top-left ``(y, x)`` of a ``resolution`` crop inside an image of ``size = (h, w)``.
 
-    ``"center"`` floors the margins like torchvision's center crop rounding of ``(h - th) / 2``;
-    ``"random"`` draws ``y`` then ``x`` uniformly with ``rng.integers`` (inclusive of both ends).
+    ``"center"`` puts the corner at ``int(round((h - th) / 2))`` (Python's half-to-even round),
+    as the reference's ``center_crop`` (``causalvideovae/dataset/transform.py``); ``"random"``
+    draws ``y`` then ``x`` uniformly with ``rng.integers`` (every valid position possible).
     Raises ValueError for an unknown ``crop``, a missing ``rng`` or a target larger than ``size``.
     """
     th, tw = _target_hw(resolution)
@@ -122,7 +128,7 @@ def crop_offsets(
     if th > h or tw > w:
         raise ValueError(f"crop {th}x{tw} does not fit in {h}x{w}")
     if crop == "center":
-        return (h - th) // 2, (w - tw) // 2
+        return int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
     if crop == "random":
         if rng is None:
             raise ValueError('crop="random" needs an rng (np.random.Generator)')
@@ -130,11 +136,21 @@ def crop_offsets(
     raise ValueError(f"crop must be one of {_CROPS}, got {crop!r}")
 
 
-def _resize_uint8(frame: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray:
+def _resize_frame(frame: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (h, w, 3) in [0, 255].
+
+    Each channel is resized as a float32 ("F" mode) image: Pillow's uint8 path rounds after each
+    of its two separable passes (up to one level off, biased upwards), the float path does not.
+    """
     if frame.shape[:2] == size:
-        return frame
-    image = Image.fromarray(frame).resize((size[1], size[0]), resample=_RESAMPLE[resample])
-    return np.asarray(image)
+        return frame.astype(np.float32)
+    filt = _RESAMPLE[resample]
+    out = np.empty((size[0], size[1], frame.shape[2]), np.float32)
+    for c in range(frame.shape[2]):
+        image = Image.fromarray(np.ascontiguousarray(frame[..., c], dtype=np.float32))
+        out[..., c] = np.asarray(image.resize((size[1], size[0]), resample=filt))
+    # Bicubic and Lanczos kernels have negative lobes and can overshoot the uint8 range.
+    return np.clip(out, 0.0, 255.0, out=out)
 
 
 def _check_resample(resample: str) -> None:
@@ -149,24 +165,31 @@ def resize_and_crop(
     rng: np.random.Generator | None = None,
     resample: str = "bilinear",
 ) -> np.ndarray:
-    """Short-side resize then crop of uint8 frames ``(T, H, W, 3)`` -> uint8 ``(T, th, tw, 3)``.
+    """Short-side resize then crop: uint8 ``(T, H, W, 3)`` -> float32 ``(T, th, tw, 3)`` in [-1, 1].
 
-    One crop position is used for all frames. ``resolution=None`` returns ``frames`` unchanged.
+    One crop position is used for all frames. ``resolution=None`` only rescales the values.
     Raises ValueError for a bad shape/dtype, ``crop`` or ``resample``.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
     if resolution is None:
-        return frames
+        return to_float(frames)
     _check_resample(resample)
     th, tw = _target_hw(resolution)
     size = resized_size(frames.shape[1], frames.shape[2], (th, tw))
     y, x = crop_offsets(size, (th, tw), crop, rng)
-    out = np.empty((frames.shape[0], th, tw, 3), np.uint8)
+    out = np.empty((frames.shape[0], th, tw, 3), np.float32)
     for i, frame in enumerate(frames):
-        out[i] = _resize_uint8(frame, size, resample)[y : y + th, x : x + tw]
-    return out
+        out[i] = _resize_frame(frame, size, resample)[y : y + th, x : x + tw]
+    return _scale_255(out)
+
+
+def _scale_255(x: np.ndarray) -> np.ndarray:
+    """float32 [0, 255] -> [-1, 1], in place."""
+    x /= np.float32(127.5)
+    x -= np.float32(1.0)
+    return x
 
 
 def to_float(frames: np.ndarray) -> np.ndarray:
@@ -241,14 +264,16 @@ def read_video(
             if index < start or (index - start) % frame_stride:
                 continue
             rgb = frame.to_ndarray(format="rgb24")
-            if target is not None:
+            if target is None:
+                rgb = rgb.astype(np.float32)
+            else:
                 if size is None:
                     # The crop position is drawn once, from the first frame's size, so all frames
                     # share it (a video's frames all have the stream's size).
                     size = resized_size(rgb.shape[0], rgb.shape[1], target)
                     offsets = crop_offsets(size, target, crop, rng)
                 y, x = offsets
-                rgb = _resize_uint8(rgb, size, resample)[y : y + target[0], x : x + target[1]]
+                rgb = _resize_frame(rgb, size, resample)[y : y + target[0], x : x + target[1]]
             frames.append(rgb)
             if num_frames is not None and len(frames) == num_frames:
                 break
@@ -258,7 +283,7 @@ def read_video(
             f"{path}: only {decoded} decodable frames, but start={start}, "
             f"num_frames={num_frames}, frame_stride={frame_stride} need {need}"
         )
-    return to_float(np.stack(frames))
+    return _scale_255(np.stack(frames))
 
 
 def _encoder_name() -> str:
@@ -280,7 +305,9 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
-    """Writes ``frames`` (T, H, W, 3) RGB (uint8, or float in ``[-1, 1]``) to an mp4 file.
+    """Writes ``frames`` (T, H, W, 3) RGB (uint8, or float in ``[-1, 1]``) to a video file.
+
+    The container follows the file extension (``.mp4`` intended; ``.mkv``/``.mov`` also work).
 
     Encoder: libx264 (CRF 17, near-transparent) if available, else mpeg4 at high quality; pixel
     format yuv420p, so odd heights/widths are edge-padded by one pixel to even sizes.

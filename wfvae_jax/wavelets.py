@@ -5,8 +5,8 @@ paper Sec. 3.1 (arXiv 2411.17459).
 
 Layout and conventions
 - Videos are ``(B, T, H, W, C)``; 2D transforms act per frame (any leading dims).
-- Subband-major channel order, as the reference: the output of a transform of a C-channel input
-  has ``n_subbands * C`` channels, channel ``s * C + c`` holding subband ``s`` of input channel ``c``.
+- Subband-major channel order, as the reference: a transform of a C-channel input has
+  ``n_subbands * C`` channels, channel ``s * C + c`` holding subband ``s`` of input channel ``c``.
 - Subband names give low/high per axis in (t, h, w) order. 3D: ``s = 4*t + 2*h + w``, so 0..7 are
   ``LLL, LLH, LHL, LHH, HLL, HLH, HHL, HHH`` (reference kernels h, g, hh, gh, h_v, g_v, hh_v, gh_v).
   2D follows the reference's ``aa, ad, da, dd``: ``LL, HL, LH, HH`` in (h, w) order, i.e. the band
@@ -180,7 +180,7 @@ def inverse_haar3d(
 
     With ``causal`` the first reconstructed frame (the replica of frame 0) is dropped, giving
     ``2t - 1`` frames; without it (Causal Cache chunks after the first) all ``2t`` are kept.
-    Source: reference ``InverseHaarWaveletTransform3D`` (conv_transpose3d, stride 2, ``[:, :, 1:]``).
+    Source: reference ``InverseHaarWaveletTransform3D`` (conv_transpose3d stride 2, ``[:, :, 1:]``).
     """
     if coeffs.ndim != 5:
         raise ValueError(f"inverse_haar3d needs (B, T, H, W, 8C), got shape {coeffs.shape}")

@@ -29,7 +29,9 @@ _INDEX_VERSION = 1
 def window_span(num_frames: int, sample_rate: int) -> int:
     """Decoded frames a window of ``num_frames`` frames ``sample_rate`` apart covers."""
     if num_frames < 1 or sample_rate < 1:
-        raise ValueError(f"num_frames and sample_rate must be >= 1, got {num_frames}, {sample_rate}")
+        raise ValueError(
+            f"num_frames and sample_rate must be >= 1, got {num_frames}, {sample_rate}"
+        )
     return (num_frames - 1) * sample_rate + 1
 
 
@@ -55,9 +57,12 @@ def find_videos(root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTEN
 def _probe(path: str) -> dict:
     """Index entry for one file: decodable frame count, or the error that made it unreadable."""
     try:
-        return {"frames": count_frames(path), "error": None}
+        frames = count_frames(path)
     except (ValueError, OSError) as e:
         return {"frames": 0, "error": f"{type(e).__name__}: {e}"}
+    if frames == 0:
+        return {"frames": 0, "error": "no decodable frames"}
+    return {"frames": frames, "error": None}
 
 
 def _index_path(cache_dir: str, root: str) -> str:
@@ -102,8 +107,7 @@ def build_video_index(
     ``error`` is ``None`` for readable files, else the reason (``frames`` is then 0). A cached
     entry is reused only while the file's size and mtime are unchanged, so edits re-probe just
     the edited files. The cache file is ``cache_dir/video_index_<sha1(realpath(root))[:16]>.json``;
-    ``cache_dir=None`` disables caching. ``num_workers`` threads probe files in parallel (FFmpeg
-    decodes outside the GIL).
+    ``cache_dir=None`` disables caching. ``num_workers > 1`` probes files from that many threads.
     """
     root = os.fspath(root)
     files = find_videos(root, extensions)
@@ -212,17 +216,23 @@ class VideoFolderSource:
 
     def __getitem__(self, record_key: int) -> dict:
         record_key = int(record_key)
-        return {"path": self.paths[record_key], "frames": self.frames[record_key], "key": record_key}
+        return {
+            "path": self.paths[record_key],
+            "frames": self.frames[record_key],
+            "key": record_key,
+        }
 
     def __repr__(self) -> str:
-        # grain compares repr() of the source when restoring an iterator state; keep it stable
-        # and specific to the indexed content.
+        # grain compares repr() of the source when restoring an iterator state, so it names the
+        # indexed content (relative paths and lengths) but not the folder's location: a run can
+        # resume with the same videos mounted elsewhere.
+        relative = [os.path.relpath(p, self.root) for p in self.paths]
         digest = hashlib.sha1(
-            json.dumps([self.paths, self.frames]).encode(), usedforsecurity=False
+            json.dumps([relative, self.frames]).encode(), usedforsecurity=False
         ).hexdigest()[:12]
         return (
-            f"VideoFolderSource(root={self.root!r}, num_videos={len(self)}, "
-            f"min_frames={self.min_frames}, index={digest})"
+            f"VideoFolderSource(num_videos={len(self)}, min_frames={self.min_frames}, "
+            f"index={digest})"
         )
 
 

@@ -15,7 +15,7 @@ import grain
 import numpy as np
 
 from wfvae_jax.data.sources import window_span
-from wfvae_jax.video_io import read_video, resize_and_crop, to_float
+from wfvae_jax.video_io import read_video, resize_and_crop
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class SampleClip(grain.transforms.RandomMap):
         start = int(rng.integers(0, total - self.span + 1))
         if "video" in element:
             window = element["video"][start : start + self.span : self.sample_rate]
-            clip = to_float(resize_and_crop(window, self.resolution, self.crop, rng, self.resample))
+            clip = resize_and_crop(window, self.resolution, self.crop, rng, self.resample)
         else:
             clip = read_video(
                 element["path"],

@@ -1,9 +1,9 @@
 """3D PatchGAN discriminator of WF-VAE, channels-last.
 
-Source: reference ``causalvideovae/model/losses/discriminator.py`` (PKU-YuanGroup/WF-VAE @ d858bee),
-``NLayerDiscriminator3D`` (lines 77-128) and ``weights_init`` (lines 7-13); built by
-``LPIPSWithDiscriminator3D`` (``perceptual_loss.py`` lines 91-93) with ``n_layers=disc_num_layers=4``,
-``input_nc=3``, ``ndf=64`` and the default dropout 0.3.
+Source: reference ``causalvideovae/model/losses/discriminator.py`` (PKU-YuanGroup/WF-VAE @
+d858bee), ``NLayerDiscriminator3D`` (lines 77-128) and ``weights_init`` (lines 7-13); built by
+``LPIPSWithDiscriminator3D`` (``perceptual_loss.py`` lines 91-93) with
+``n_layers=disc_num_layers=4``, ``input_nc=3``, ``ndf=64`` and the default dropout 0.3.
 
 Layer pattern (k = 3x3x3 kernel, padding 1 on every axis, "s" = (t, h, w) strides):
   conv(ndf, s=(2,2,2), bias) -> LeakyReLU(0.2)
@@ -90,7 +90,8 @@ class NLayerDiscriminator3D(nn.Module):
         ``x``: ``(B, T, H, W, C)`` float, videos in [-1, 1]. ``train=True`` uses batch statistics,
         updates ``batch_stats`` (pass ``mutable=["batch_stats"]``) and applies dropout (needs a
         ``"dropout"`` rng); ``train=False`` uses the running statistics and no dropout.
-        Returns ``(B, T', H', W', 1)`` per-patch logits; each stride-2 axis maps ``n -> (n - 1)//2 + 1``.
+        Returns ``(B, T', H', W', 1)`` per-patch logits; each stride-2 axis maps
+        ``n -> (n - 1) // 2 + 1``.
 
     Raises:
         ValueError: if ``x`` is not 5-D.

@@ -113,8 +113,8 @@ def adaptive_weight(
     Returns:
         Scalar float32 in ``[0, max_weight * disc_weight]`` with zero gradient.
     """
-    nll_norm = optax.global_norm(nll_grads).astype(jnp.float32)
-    g_norm = optax.global_norm(g_grads).astype(jnp.float32)
+    nll_norm = optax.tree.norm(nll_grads).astype(jnp.float32)
+    g_norm = optax.tree.norm(g_grads).astype(jnp.float32)
     weight = jnp.clip(nll_norm / (g_norm + eps), 0.0, max_weight)
     return jax.lax.stop_gradient(weight) * disc_weight
 

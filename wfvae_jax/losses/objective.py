@@ -265,9 +265,7 @@ def generator_loss_and_grads(
         reconstruction=d_nll + adv_scale * d_g,
         mean=config.kl_weight * d_mean,
         logvar=config.kl_weight * d_logvar,
-        wavelet_taps=None
-        if d_taps is None
-        else tuple(config.wavelet_weight * d for d in d_taps),
+        wavelet_taps=None if d_taps is None else tuple(config.wavelet_weight * d for d in d_taps),
     )
     grads = pull(cotangent)
     return total, logs, grads, disc_aux, forward_aux

@@ -28,8 +28,7 @@ def _check_video_pair(inputs: jax.Array, reconstructions: jax.Array) -> None:
         raise ValueError(f"expected (B, T, H, W, C) videos, got shape {inputs.shape}")
     if inputs.shape != reconstructions.shape:
         raise ValueError(
-            f"inputs and reconstructions differ in shape: {inputs.shape} vs "
-            f"{reconstructions.shape}"
+            f"inputs and reconstructions differ in shape: {inputs.shape} vs {reconstructions.shape}"
         )
 
 
@@ -42,7 +41,7 @@ def reconstruction_loss(
     loss_type: str = "l1",
     logvar: float | jax.Array = 0.0,
 ) -> jax.Array:
-    """Reference ``nll_loss``: per-pixel loss plus broadcast per-frame LPIPS, summed over B*T frames.
+    """Reference ``nll_loss``: per-pixel loss + broadcast per-frame LPIPS, summed, over B*T.
 
     Reference (perceptual_loss.py:129-144), with frames ``f = (b, t)`` and ``N = B*T``::
 

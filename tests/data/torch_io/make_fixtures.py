@@ -76,7 +76,7 @@ def flatten(obj, prefix: str = "") -> dict[str, np.ndarray]:
 
 def save(obj, name: str) -> None:
     torch.save(obj, HERE / name)
-    np.savez(HERE / (Path(name).stem + ".npz"), **flatten(obj))
+    np.savez_compressed(HERE / (Path(name).stem + ".npz"), **flatten(obj))
 
 
 def one_training_step(gen: nn.Module, disc: nn.Module):

@@ -1,0 +1,421 @@
+"""Shared helpers for the benchmark scripts: subprocess runner, memory probes, tables.
+
+Every measured configuration runs in fresh child processes so that peak memory belongs to that
+configuration alone. A configuration is measured in two children that share a persistent XLA
+compilation cache (a fresh temporary directory per benchmark run):
+
+1. the *compile* child lowers and compiles the jitted function (``jit(...).lower().compile()``)
+   and writes the executable to the cache; it reports compile time and the peak memory of
+   compiling;
+2. the *run* child gets the executable from the cache (no compile), then times the first call and
+   the warm calls; its peak memory is that of execution alone.
+
+"First call" time is compile time + the run child's first call, i.e. what a fresh process without
+a cache pays. Peak memory on CPU is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (a high-water
+mark in KiB on Linux) minus a baseline taken after imports, weights and inputs; on GPU it is
+``jax.devices()[0].memory_stats()["peak_bytes_in_use"]`` minus ``bytes_in_use`` at the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+RESULT_TAG = "@@BENCH_RESULT@@ "
+MIB = 1024.0 * 1024.0
+
+
+# ----------------------------------------------------------------------------- memory probes
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024.0 if sys.platform != "darwin" else kib / MIB
+
+
+def current_rss_mib() -> float:
+    """This process's current resident set size in MiB (from ``/proc/self/statm``)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / MIB
+    except OSError:
+        return float("nan")
+
+
+def device_memory_stats() -> dict[str, int] | None:
+    """``memory_stats()`` of the first JAX device, or None where the backend has none (CPU)."""
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - some backends raise instead of returning None
+        return None
+    return stats if stats and "peak_bytes_in_use" in stats else None
+
+
+class MemoryProbe:
+    """Peak memory since process start, relative to a baseline set by :meth:`set_baseline`.
+
+    ``kind`` is ``"device"`` (accelerator bytes from ``memory_stats``) or ``"rss"`` (host RSS).
+    Host RSS is always recorded as well.
+    """
+
+    def __init__(self) -> None:
+        self.kind = "device" if device_memory_stats() is not None else "rss"
+        self.baseline_mib = 0.0
+        self.baseline_rss_mib = 0.0
+
+    def _device_now(self, key: str) -> float:
+        stats = device_memory_stats()
+        return stats[key] / MIB if stats else float("nan")
+
+    def set_baseline(self) -> None:
+        self.baseline_rss_mib = peak_rss_mib()
+        self.baseline_mib = (
+            self._device_now("bytes_in_use") if self.kind == "device" else self.baseline_rss_mib
+        )
+
+    def peak_mib(self) -> float:
+        """Absolute peak (device bytes or RSS) in MiB."""
+        return self._device_now("peak_bytes_in_use") if self.kind == "device" else peak_rss_mib()
+
+    def report(self) -> dict[str, Any]:
+        peak = self.peak_mib()
+        return {
+            "mem_kind": self.kind,
+            "baseline_mib": self.baseline_mib,
+            "peak_mib": peak,
+            "peak_minus_baseline_mib": peak - self.baseline_mib,
+            "rss_baseline_mib": self.baseline_rss_mib,
+            "rss_peak_mib": peak_rss_mib(),
+        }
+
+
+# ----------------------------------------------------------------------------- JAX setup
+
+
+def enable_compilation_cache(cache_dir: str) -> None:
+    """Points JAX's persistent compilation cache at ``cache_dir`` and caches every executable."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class CacheHitCounter:
+    """Counts persistent-cache hits (``/jax/compilation_cache/cache_hits`` events)."""
+
+    def __init__(self) -> None:
+        import jax
+
+        self.hits = 0
+
+        def listener(event: str, **kwargs: Any) -> None:
+            if event == "/jax/compilation_cache/cache_hits":
+                self.hits += 1
+
+        jax.monitoring.register_event_listener(listener)
+
+
+def random_params(config: Any, seed: int = 0) -> Any:
+    """Random WF-VAE parameters without running ``init`` (cheap in time and memory).
+
+    Shapes come from ``jax.eval_shape(wfvae_jax.init_params)``; conv kernels and biases are
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` like PyTorch's default init, norm scales 1 and
+    norm biases 0, so activations stay in a realistic range (no overflow or denormals).
+    """
+    import jax
+    import numpy as np
+
+    import wfvae_jax
+
+    shapes = jax.eval_shape(lambda k: wfvae_jax.init_params(config, k), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def fill(tree: Any) -> Any:
+        if not isinstance(tree, dict):
+            raise TypeError(f"unexpected params node {type(tree)}")
+        out = {}
+        kernel = tree.get("kernel")
+        bound = 1.0 / math.sqrt(math.prod(kernel.shape[:-1])) if kernel is not None else None
+        for name, leaf in tree.items():
+            if isinstance(leaf, dict):
+                out[name] = fill(leaf)
+            elif bound is not None:
+                out[name] = rng.uniform(-bound, bound, leaf.shape).astype(np.float32)
+            elif name == "scale":
+                out[name] = np.ones(leaf.shape, np.float32)
+            else:
+                out[name] = np.zeros(leaf.shape, np.float32)
+        return out
+
+    return jax.device_put(fill(shapes))
+
+
+def backend_info() -> dict[str, Any]:
+    """Backend, device kind, versions and host CPU count, for the JSON output."""
+    import jax
+
+    dev = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "host": platform.node(),
+    }
+
+
+def block(x: Any) -> Any:
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def time_call(fn: Callable[[], Any]) -> float:
+    """Wall seconds of ``fn()`` including ``block_until_ready`` on its result."""
+    t0 = time.perf_counter()
+    block(fn())
+    return time.perf_counter() - t0
+
+
+def warm_times(fn: Callable[[], Any], n: int, budget_s: float) -> list[float]:
+    """Up to ``n`` warm-run times; stops early (after at least one) once ``budget_s`` is spent."""
+    times: list[float] = []
+    while len(times) < max(n, 1):
+        times.append(time_call(fn))
+        if sum(times) >= budget_s:
+            break
+    return times
+
+
+# ----------------------------------------------------------------------------- subprocesses
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    """Prints a child's result as one tagged JSON line on stdout (read by :func:`run_child`)."""
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def run_child(
+    script: str, spec: dict[str, Any], timeout_s: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Runs ``python script --child JSON`` in a fresh process and returns its tagged result.
+
+    On a crash, a timeout or a missing result line, returns ``{"error": ...}`` with the tail of
+    stderr, so one failed configuration does not end the sweep.
+    """
+    cmd = [sys.executable, script, "--child", json.dumps(spec)]
+    child_env = {**os.environ, **(env or {})}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout_s, env=child_env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout_s:.0f} s", "wall_s": time.perf_counter() - t0}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            out = json.loads(line[len(RESULT_TAG) :])
+            out["child_wall_s"] = time.perf_counter() - t0
+            return out
+    tail = (proc.stderr or proc.stdout)[-2000:]
+    return {"error": f"exit code {proc.returncode}: {tail}", "wall_s": time.perf_counter() - t0}
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr with a timestamp (stdout is kept for the tables)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt(x: Any, digits: int = 2) -> str:
+    """Number for a table cell: ``-`` for missing/NaN, fixed digits otherwise."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    if (
+        a is None
+        or b is None
+        or not b
+        or any(isinstance(v, float) and math.isnan(v) for v in (a, b))
+    ):
+        return None
+    return a / b
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table; numeric cells right-aligned."""
+    cells = [[fmt(c) for c in r] for r in rows]
+    align = []
+    for j in range(len(headers)):
+        numeric = all(
+            isinstance(r[j], (int, float)) or r[j] is None for r in rows if j < len(r)
+        ) and bool(rows)
+        align.append("---:" if numeric else "---")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+
+
+# ----------------------------------------------------------------------------- the measurement
+
+
+def _jitted(op: str, chunked: bool) -> Any:
+    """The jitted function behind ``wfvae_jax.encode``/``decode`` for AOT compilation."""
+    if chunked:
+        from wfvae_jax import causal_cache
+
+        return causal_cache._encode_chunked if op == "encode" else causal_cache._decode_chunked
+    from wfvae_jax import api
+
+    return api._encode if op == "encode" else api._decode
+
+
+def _xla_memory(compiled: Any) -> dict[str, float]:
+    """XLA's own buffer accounting of an executable (temp = live intermediates), in MiB."""
+    try:
+        ma = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return {}
+    if ma is None:
+        return {}
+    keys = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
+    names = ("xla_temp_mib", "xla_argument_mib", "xla_output_mib")
+    return {n: getattr(ma, k) / MIB for n, k in zip(names, keys, strict=True) if hasattr(ma, k)}
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Child-process worker: compiles (``phase="compile"``) or runs (``phase="run"``) one op.
+
+    ``spec`` keys: ``op`` ("encode"/"decode"), ``model`` (config name), ``size`` (H = W),
+    ``frames`` (video T = 1 + 4k), ``t_chunk`` (None = direct; video frames for encode, latent
+    frames for decode), ``dtype`` ("float32"/"bfloat16"), ``batch``, ``warm_runs``,
+    ``warm_budget_s``, ``cache_dir``, ``seed``. Encode gets a uniform [-1, 1] video, decode a
+    standard-normal latent of the matching shape; weights are :func:`random_params`.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import wfvae_jax
+
+    enable_compilation_cache(spec["cache_dir"])
+    hits = CacheHitCounter()
+    cfg = wfvae_jax.get_config(spec["model"])
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
+    op, tc = spec["op"], spec["t_chunk"]
+    b, t, s = spec.get("batch", 1), spec["frames"], spec["size"]
+    rng = np.random.default_rng(spec.get("seed", 0))
+    params = random_params(cfg, spec.get("seed", 0))
+    if op == "encode":
+        x = rng.uniform(-1.0, 1.0, (b, t, s, s, 3)).astype(np.float32)
+    else:
+        x = rng.standard_normal((b, 1 + (t - 1) // 4, s // 8, s // 8, cfg.latent_dim))
+        x = x.astype(np.float32)
+    x = block(jax.device_put(x))
+    probe = MemoryProbe()
+    probe.set_baseline()
+    out: dict[str, Any] = {"spec": spec, "input_shape": list(x.shape), **backend_info()}
+
+    if spec["phase"] == "compile":
+        fn = _jitted(op, tc is not None)
+        static = (cfg, tc, dtype) if tc is not None else (cfg, dtype)
+        t0 = time.perf_counter()
+        lowered = fn.lower(params, x, *static)
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        out.update(lower_s=t1 - t0, compile_s=t2 - t1, **_xla_memory(compiled), **probe.report())
+        return out
+
+    api_fn = wfvae_jax.encode if op == "encode" else wfvae_jax.decode
+
+    last: list[Any] = [None]
+
+    def call() -> Any:
+        last[0] = None  # drop the previous output first so it does not add to the peak
+        last[0] = api_fn(params, x, cfg, dtype=dtype, t_chunk=tc)
+        return last[0]
+
+    first = time_call(call)
+    warm = warm_times(call, spec["warm_runs"], spec["warm_budget_s"])
+    y = last[0]
+    out.update(
+        first_s=first,
+        warm_s=warm,
+        warm_median_s=median(warm),
+        cache_hits=hits.hits,
+        output_shape=list((y.mean if op == "encode" else y).shape),
+        output_finite=bool(np.isfinite(np.asarray(y.mean if op == "encode" else y)).all()),
+        **probe.report(),
+    )
+    return out
+
+
+def measure_config(
+    script: str, spec: dict[str, Any], timeout_s: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Compile child then run child (see the module docstring); merged result dict.
+
+    Keys: ``compile_s``, ``first_call_s`` (compile + first run), ``warm_median_s``, ``warm_s``,
+    ``peak_mib``/``baseline_mib``/``peak_minus_baseline_mib`` (execution, run child),
+    ``compile_peak_minus_baseline_mib``, XLA's ``xla_temp_mib`` etc., ``error`` on failure.
+    """
+    comp = run_child(script, {**spec, "phase": "compile"}, timeout_s, env)
+    if "error" in comp:
+        return {"error": "compile: " + comp["error"], "spec": spec}
+    run = run_child(script, {**spec, "phase": "run"}, timeout_s, env)
+    if "error" in run:
+        return {"error": "run: " + run["error"], "spec": spec, "compile": comp}
+    res = dict(run)
+    res.update(
+        compile_s=comp["compile_s"],
+        lower_s=comp["lower_s"],
+        first_call_s=comp["compile_s"] + run["first_s"],
+        compile_peak_minus_baseline_mib=comp["peak_minus_baseline_mib"],
+        compile_peak_mib=comp["peak_mib"],
+        child_wall_s=comp.get("child_wall_s", 0.0) + run.get("child_wall_s", 0.0),
+        **{k: v for k, v in comp.items() if k.startswith("xla_")},
+    )
+    if run.get("cache_hits", 0) < 1:
+        res["warning"] = "persistent-cache miss: the run child compiled; its peak includes compile"
+    return res
+
+
+def child_main(argv: Sequence[str]) -> bool:
+    """Handles ``--child JSON`` (returns True after emitting a result) for a benchmark script."""
+    if len(argv) >= 2 and argv[0] == "--child":
+        emit_result(measure(json.loads(argv[1])))
+        return True
+    return False

@@ -1,0 +1,1 @@
+"""Analyses of trained models' latents (``python -m wfvae_jax.analysis.<name>``)."""

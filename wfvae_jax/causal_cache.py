@@ -1,0 +1,145 @@
+"""Causal Cache: lossless chunked encode/decode as one ``lax.scan`` over temporal chunks.
+
+Paper Sec. 3.3 (Eq. 4) and supplementary Sec. 9; reference ``WFVAEModel.tile_encode`` /
+``tile_decode`` with ``enable_cached``. The first frame alone initialises every causal layer's
+cache (the first frame's causal padding happens there and only there); then a ``lax.scan``
+carries the cache pytree over equal chunks; a remainder chunk is a final step. The result equals
+direct inference up to float rounding, for any ``T = 1 + 4k``.
+
+What each layer caches (Eq. 4: a causal conv with time kernel ``k`` and stride ``s`` needs the
+last ``k - s`` frames of its time-padded input; see ``wfvae_jax.layers``):
+- ``CausalConv3d`` 3x3x3, stride 1: 2 frames; the 2x time downsampler (k 3, s 2): 1 frame;
+  1x1x1 convs and the Haar transforms (k 2, s 2): none, but the forward Haar replicates and the
+  inverse drops the first frame only in the first chunk.
+- the decoder's time upsampler: its last input frame (linear interpolation of frame i needs i-1).
+Linear time interpolation also needs frame ``i + 1``: decoder chunks therefore carry one latent
+frame of lookahead whose outputs are dropped, and caches exclude it (the reference's
+``cache_offset``); so decoding does a little extra work (1 latent frame per chunk).
+
+GroupNorm normalises over all frames of a clip, so a chunk cannot reproduce it: chunked
+inference raises ValueError for ``norm_type="groupnorm"`` (every released WF-VAE uses layernorm).
+
+Choosing ``t_chunk``: peak memory grows with the chunk, time per frame falls with it. Encoder
+chunks are in video frames (multiple of 4), decoder chunks in latent frames.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.model import WFVAE
+from wfvae_jax.posterior import DiagonalGaussian
+
+# Incremented each time a chunk step is traced; tests use it to check compile-once behaviour.
+TRACE_COUNT = {"encode": 0, "decode": 0}
+
+
+def _check(config: WFVAEConfig, t_chunk: int, multiple: int, what: str) -> None:
+    if config.norm_type == "groupnorm":
+        raise ValueError(
+            "Causal Cache chunking is not exact for norm_type='groupnorm' (GroupNorm mixes all "
+            "frames of a clip); encode/decode without t_chunk"
+        )
+    if not isinstance(t_chunk, int) or t_chunk < multiple or t_chunk % multiple:
+        raise ValueError(f"{what} t_chunk must be a positive multiple of {multiple}, got {t_chunk}")
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def _enc_step(params, x, cache, config, dtype):
+    TRACE_COUNT["encode"] += 1
+    post, _, cache = WFVAE(config, dtype).apply({"params": params}, x, cache, method=WFVAE.encode)
+    return jnp.concatenate([post.mean, post.logvar], -1), cache
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "lookahead"))
+def _dec_step(params, z, cache, config, dtype, lookahead):
+    TRACE_COUNT["decode"] += 1
+    dec, _, cache = WFVAE(config, dtype).apply(
+        {"params": params}, z, cache, lookahead, method=WFVAE.decode
+    )
+    return dec, cache
+
+
+@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype"))
+def _encode_chunked(params, video, config, t_chunk, dtype):
+    b, t = video.shape[:2]
+    moments0, cache = _enc_step(params, video[:, :1], None, config, dtype)
+    rest = video[:, 1:]
+    n = (t - 1) // t_chunk
+    outs = [moments0]
+    if n:
+        chunks = rest[:, : n * t_chunk].reshape(b, n, t_chunk, *rest.shape[2:]).swapaxes(0, 1)
+
+        def body(c, x):
+            m, c = _enc_step(params, x, c, config, dtype)
+            return c, m
+
+        cache, ms = jax.lax.scan(body, cache, chunks)  # (n, B, t_chunk/4, h, w, 2L)
+        outs.append(ms.swapaxes(0, 1).reshape(b, -1, *ms.shape[3:]))
+    if (t - 1) % t_chunk:
+        m, _ = _enc_step(params, rest[:, n * t_chunk :], cache, config, dtype)
+        outs.append(m)
+    return jnp.concatenate(outs, axis=1)
+
+
+def encode_chunked(
+    params: Any, video: jnp.ndarray, config: WFVAEConfig, t_chunk: int, dtype: Any = jnp.float32
+) -> DiagonalGaussian:
+    """Chunked :func:`wfvae_jax.encode`: same shapes and result, memory bounded by ``t_chunk``.
+
+    Args:
+      video: ``(B, T, H, W, 3)``, ``T = 1 + 4k`` (validated by ``wfvae_jax.encode``).
+      t_chunk: video frames per chunk after the first frame, a multiple of 4.
+    Raises:
+      ValueError: groupnorm config, or ``t_chunk`` not a positive multiple of 4.
+    """
+    _check(config, t_chunk, 4, "encoder")
+    return DiagonalGaussian.from_moments(_encode_chunked(params, video, config, t_chunk, dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype"))
+def _decode_chunked(params, z, config, t_chunk, dtype):
+    b, t = z.shape[:2]
+    up = config.temporal_downsample
+    out0, cache = _dec_step(params, z[:, :1], None, config, dtype, 0)
+    n_rest = t - 1
+    # Chunks before the last carry one lookahead frame; the last one is a final step.
+    n_scan = (n_rest - 1) // t_chunk if n_rest else 0
+    outs = [out0]
+    if n_scan:
+        idx = 1 + jnp.arange(n_scan)[:, None] * t_chunk + jnp.arange(t_chunk + 1)[None]
+        windows = jnp.take(z, idx, axis=1).swapaxes(0, 1)  # (n_scan, B, t_chunk + 1, h, w, L)
+
+        def body(c, zc):
+            y, c = _dec_step(params, zc, c, config, dtype, 1)
+            return c, y[:, : up * t_chunk]
+
+        cache, ys = jax.lax.scan(body, cache, windows)
+        outs.append(ys.swapaxes(0, 1).reshape(b, -1, *ys.shape[3:]))
+    if n_rest:
+        y, _ = _dec_step(params, z[:, 1 + n_scan * t_chunk :], cache, config, dtype, 0)
+        outs.append(y)
+    return jnp.concatenate(outs, axis=1)
+
+
+def decode_chunked(
+    params: Any, z: jnp.ndarray, config: WFVAEConfig, t_chunk: int, dtype: Any = jnp.float32
+) -> jnp.ndarray:
+    """Chunked :func:`wfvae_jax.decode`: same result, memory bounded by ``t_chunk``.
+
+    Args:
+      z: ``(B, t, h, w, latent_dim)``.
+      t_chunk: latent frames per chunk after the first (each chunk also reads one lookahead
+        frame), ``>= 1``.
+    Returns:
+      ``(B, 4t - 3, 8h, 8w, 3)``.
+    Raises:
+      ValueError: groupnorm config or ``t_chunk < 1``.
+    """
+    _check(config, t_chunk, 1, "decoder")
+    return _decode_chunked(params, z, config, t_chunk, dtype)
