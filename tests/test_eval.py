@@ -1,0 +1,250 @@
+"""Tests of eval.py (wfvae_jax.eval) and wfvae_jax.latent_stats on a tiny random-weight model.
+
+References are independent: PSNR in numpy float64, SSIM from scikit-image, FVD from the
+metrics module on features recomputed from the saved arrays, clip frames from read_video,
+latent statistics from numpy over the encoder's output, and the Causal Cache comparison from the
+saved direct and chunked reconstructions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import save_file
+from skimage.metrics import structural_similarity
+
+import wfvae_jax
+from wfvae_jax import latent_stats
+from wfvae_jax.eval import EvalOptions, FolderClips, evaluate, load_train_checkpoint
+from wfvae_jax.eval.cli import main as eval_main
+from wfvae_jax.metrics import lpips
+from wfvae_jax.metrics._common import flatten_tree
+from wfvae_jax.metrics.fvd import fvd_from_features
+from wfvae_jax.video_io import count_frames, read_video
+
+VIDEOS = pathlib.Path(__file__).parent / "data" / "videos"
+T, RES = 9, 32
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A converted-checkpoint directory holding random tiny WF-VAE weights."""
+    config = wfvae_jax.get_config("tiny")
+    params = wfvae_jax.init_params(config, jax.random.key(0))
+    path = tmp_path_factory.mktemp("tiny_ckpt")
+    wfvae_jax.save_pretrained(path, params, config)
+    return path
+
+
+@pytest.fixture(scope="module")
+def alex_weights(tmp_path_factory):
+    """A random AlexNet LPIPS backbone in wfvae_jax's safetensors layout (seeded He init)."""
+    rng = np.random.default_rng(2)
+    specs = [(64, 3, 11), (192, 64, 5), (384, 192, 3), (256, 384, 3), (256, 256, 3)]
+    state = {}
+    for (index, _), (o, i, k) in zip(lpips.TORCHVISION_CONVS["alex"], specs, strict=True):
+        w = rng.standard_normal((o, i, k, k)) * np.sqrt(2.0 / (i * k * k))
+        state[f"features.{index}.weight"] = w.astype(np.float32)
+        state[f"features.{index}.bias"] = (rng.standard_normal(o) * 0.01).astype(np.float32)
+    path = tmp_path_factory.mktemp("lpips") / "alex.safetensors"
+    params = lpips.backbone_from_torchvision("alex", state)
+    save_file(flatten_tree(params), str(path), metadata={"format": lpips._FORMAT, "net": "alex"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_run(ckpt, alex_weights, tmp_path_factory):
+    """eval.py on 2 clips, 9 frames, 32x32: blockwise (chunks of 4 frames), LPIPS, arrays."""
+    out = tmp_path_factory.mktemp("eval_out")
+    argv = ["--checkpoint", str(ckpt), "--videos", str(VIDEOS), "--num_frames", str(T)]
+    argv += ["--resolution", str(RES), "--max_videos", "2", "--blockwise", "--t_chunk", "4"]
+    argv += ["--lpips_weights", str(alex_weights), "--no_fvd", "--save_arrays"]
+    argv += ["--out", str(out), "--no_progress"]
+    results = eval_main(argv)
+    return results, out / "eval"
+
+
+def _arrays(out_dir, name):
+    with np.load(out_dir / "arrays" / f"{name}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def _unit(x):
+    return (np.clip(x.astype(np.float64), -1, 1) + 1) / 2
+
+
+def test_eval_writes_report_and_files(cli_run):
+    results, out_dir = cli_run
+    on_disk = json.loads((out_dir / "metrics.json").read_text())
+    assert on_disk["metrics"].keys() >= {"psnr", "ssim", "lpips", "fvd"}
+    assert on_disk["metrics"]["fvd"] is None and "no_fvd" in on_disk["skipped_metrics"]["fvd"]
+    assert "lpips" not in on_disk["skipped_metrics"]
+    assert on_disk["data"]["num_videos"] == 2 and len(on_disk["videos"]) == 2
+    assert on_disk["settings"]["clip_shape_thwc"] == [T, RES, RES, 3]
+    md = (out_dir / "metrics.md").read_text()
+    assert "| PSNR ↑ | SSIM ↑ | LPIPS ↓ | FVD ↓ |" in md and "Causal Cache" in md
+    assert f"{results['metrics']['psnr']['mean']:.2f}" in md
+    for row in on_disk["videos"]:
+        assert count_frames(out_dir / "recon" / f"{row['name']}.mp4") == T
+        with Image.open(out_dir / "strips" / f"{row['name']}.png") as im:
+            # 3 rows (input | recon | error) of 32-pixel frames with 2-pixel gaps.
+            assert im.size[1] == 3 * (RES + 2) + 2
+
+
+def test_eval_clips_are_the_first_frames(cli_run):
+    _, out_dir = cli_run
+    for row in json.loads((out_dir / "metrics.json").read_text())["videos"]:
+        expected = read_video(row["source"], T, resolution=RES)
+        np.testing.assert_array_equal(_arrays(out_dir, row["name"])["input"], expected)
+
+
+def test_eval_metrics_match_independent_computation(cli_run, alex_weights):
+    results, out_dir = cli_run
+    module, params = lpips.load_lpips("alex", alex_weights)
+    for row in results["videos"]:
+        a = _arrays(out_dir, row["name"])
+        x, y = _unit(a["input"]), _unit(a["reconstruction"])
+        mse = np.mean((x - y) ** 2, axis=(1, 2, 3))
+        assert row["psnr"] == pytest.approx(np.mean(10 * np.log10(1 / mse)), abs=1e-4)
+        ssim_ref = [
+            structural_similarity(
+                x[t],
+                y[t],
+                data_range=1.0,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                channel_axis=-1,
+            )  # fmt: skip
+            for t in range(T)
+        ]
+        assert row["ssim"] == pytest.approx(np.mean(ssim_ref), abs=1e-4)
+        with jax.default_matmul_precision("highest"):
+            d = module.apply(
+                {"params": params}, np.clip(a["input"], -1, 1), np.clip(a["reconstruction"], -1, 1)
+            )
+        assert row["lpips"] == pytest.approx(float(np.mean(d)), rel=1e-4, abs=1e-6)
+    for m in ("psnr", "ssim", "lpips"):
+        per_video = [r[m] for r in results["videos"]]
+        assert results["metrics"][m]["mean"] == pytest.approx(np.mean(per_video), rel=1e-12)
+
+
+def test_eval_blockwise_direct_equals_chunked(cli_run):
+    results, out_dir = cli_run
+    b = results["blockwise"]
+    assert (b["t_chunk_encoder"], b["t_chunk_decoder"]) == (4, 1)
+    assert b["max_abs_diff"] <= 1e-5 and b["max_abs_diff_latent"] <= 1e-5
+    diffs = []
+    for row in results["videos"]:
+        a = _arrays(out_dir, row["name"])
+        diffs.append(np.max(np.abs(a["reconstruction"] - a["reconstruction_chunked"])))
+    assert b["max_abs_diff"] == pytest.approx(max(diffs), rel=1e-6)
+    for m in ("psnr", "ssim", "lpips"):
+        assert b["chunked"][m]["mean"] == pytest.approx(b["direct"][m]["mean"], abs=1e-4)
+
+
+def _stub_features(videos):
+    """A cheap stand-in for I3D: per-channel mean and std of each video, (B, 6)."""
+    v = np.asarray(videos, np.float64)
+    return np.concatenate([v.mean(axis=(1, 2, 3)), v.std(axis=(1, 2, 3))], axis=1)
+
+
+def test_eval_fvd_over_the_whole_set_and_lpips_skip(ckpt, tmp_path):
+    params, config = wfvae_jax.load_pretrained(ckpt)
+    clips = FolderClips(VIDEOS, T, RES, max_videos=3)
+    opts = EvalOptions(save_arrays=True, num_visuals=0, batch_size=2)
+    res = evaluate(params, config, clips, tmp_path, opts, fvd_feature_fn=_stub_features,
+                   progress=False)  # fmt: skip
+    arrays = [_arrays(tmp_path, r["name"]) for r in res["videos"]]
+    real = _stub_features(np.stack([a["input"] for a in arrays]))
+    fake = _stub_features(np.stack([a["reconstruction"] for a in arrays]))
+    assert len(arrays) == 3  # batch of 2 + a padded batch of 1
+    assert res["metrics"]["fvd"] == pytest.approx(fvd_from_features(real, fake), rel=1e-9)
+    assert res["metrics"]["lpips"] is None and "alexnet" in res["skipped_metrics"]["lpips"]
+    assert not (tmp_path / "recon").exists()  # num_visuals=0
+
+    one = evaluate(params, config, FolderClips(VIDEOS, T, RES, max_videos=1), tmp_path / "one",
+                   EvalOptions(num_visuals=0), fvd_feature_fn=_stub_features,
+                   progress=False)  # fmt: skip
+    assert one["metrics"]["fvd"] is None and "at least 2" in one["skipped_metrics"]["fvd"]
+
+
+def test_folder_clips_skips_short_videos_with_reason():
+    clips = FolderClips(VIDEOS, 17, RES)  # tree_excerpt (10) and bikes_0200 (12) are too short
+    names = [c.name for c in clips]
+    assert names == ["bikes_0000", "bikes_0120", "sub__carphone_0000"]
+    assert len(clips.skipped) == 2 and all("decodable frames" in r for r in clips.skipped.values())
+    with pytest.raises(ValueError, match="nearest valid is 9"):
+        FolderClips(VIDEOS, 10, RES)
+
+
+def _fake_workdir(path, params, config):
+    import optax
+    import orbax.checkpoint as ocp
+
+    ema = jax.tree.map(lambda a: a * 0.5, params)
+    state = {"step": np.int32(5), "params": params, "ema_params": ema,
+             "opt_state": optax.adamw(1e-3).init(params)}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config.to_dict()))
+    with ocp.CheckpointManager(path / "checkpoints") as manager:
+        manager.save(5, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+    return ema
+
+
+def test_workdir_loads_ema_by_default(ckpt, tmp_path):
+    params, config = wfvae_jax.load_pretrained(ckpt)
+    ema = _fake_workdir(tmp_path, params, config)
+    got, got_config = load_train_checkpoint(tmp_path)
+    assert got_config == config
+    jax.tree.map(np.testing.assert_array_equal, got, ema)
+    raw, _ = load_train_checkpoint(tmp_path, use_ema=False)
+    jax.tree.map(np.testing.assert_array_equal, raw, params)
+    res = eval_main(["--workdir", str(tmp_path), "--videos", str(VIDEOS), "--num_frames", str(T),
+                     "--resolution", str(RES), "--max_videos", "1", "--no_fvd", "--num_visuals",
+                     "0", "--no_progress"])  # fmt: skip
+    assert "(step 5, EMA)" in res["model"]["source"]
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_channel_moments_match_numpy():
+    rng = np.random.default_rng(0)
+    # A large offset with a small spread: naive sums of squares would lose the variance.
+    z = 1e4 + 1e-2 * rng.standard_normal((7, 3, 4, 5, 6)) * np.arange(1, 7)
+    acc = latent_stats.ChannelMoments(6)
+    for chunk in (z[:1], z[1:4], z[4:]):
+        acc.update(chunk)
+    assert acc.count == 7 * 3 * 4 * 5
+    np.testing.assert_allclose(acc.mean, z.mean(axis=(0, 1, 2, 3)), rtol=1e-14)
+    np.testing.assert_allclose(acc.std(), z.std(axis=(0, 1, 2, 3), ddof=1), rtol=1e-9)
+    with pytest.raises(ValueError, match="latents"):
+        acc.update(np.zeros((2, 5)))
+
+
+def test_latent_stats_write_config_roundtrip(ckpt, tmp_path):
+    ckpt_copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt, ckpt_copy)
+    argv = ["--checkpoint", str(ckpt_copy), "--videos", str(VIDEOS), "--num_frames", str(T)]
+    argv += ["--resolution", str(RES), "--max_videos", "3", "--write_config", "--no_progress"]
+    stats = latent_stats.main(argv)
+    params, config = wfvae_jax.load_pretrained(ckpt_copy)
+    # Independent: encode the same clips at once and reduce with numpy.
+    clips = np.stack([c.video for c in FolderClips(VIDEOS, T, RES, max_videos=3)])
+    z = np.asarray(wfvae_jax.encode(params, clips, config).mean, np.float64)
+    np.testing.assert_allclose(stats["mean"], z.mean(axis=(0, 1, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["std"], z.std(axis=(0, 1, 2, 3), ddof=1), rtol=1e-5)
+    assert len(config.scale) == len(config.shift) == config.latent_dim
+    normalised = (z - np.asarray(config.shift)) * np.asarray(config.scale)
+    np.testing.assert_allclose(normalised.mean(axis=(0, 1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(normalised.std(axis=(0, 1, 2, 3), ddof=1), 1, rtol=1e-5)
+    assert json.loads((ckpt_copy / "latent_stats.json").read_text())["num_videos"] == 3
+    with pytest.raises(SystemExit):
+        latent_stats.main(["--workdir", str(tmp_path), "--videos", str(VIDEOS), "--write_config"])
+    assert os.path.isfile(ckpt_copy / "config.json")
