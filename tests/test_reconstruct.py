@@ -1,4 +1,4 @@
-"""End-to-end reconstruct command on a real clip (random tiny weights: the pipeline, not quality)."""
+"""End-to-end reconstruct command on a real clip (random tiny weights: the pipeline only)."""
 
 import json
 
