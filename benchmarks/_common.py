@@ -274,6 +274,58 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def snapshot_package(dest_dir: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Copies the ``wfvae_jax`` sources into ``dest_dir`` for the children of one sweep.
+
+    The package may be edited while a long sweep runs; children import the snapshot (it comes
+    first on ``PYTHONPATH``) so every configuration of a sweep measures the same code.
+    Returns the environment for :func:`run_child` and a description (git HEAD, a sha256 over
+    the package's ``.py`` files, whether the tree had uncommitted changes).
+    """
+    import hashlib
+    import shutil
+
+    import wfvae_jax
+
+    src = os.path.dirname(os.path.abspath(wfvae_jax.__file__))
+    shutil.copytree(
+        src, os.path.join(dest_dir, "wfvae_jax"), ignore=shutil.ignore_patterns("__pycache__")
+    )
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(src)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, src).encode())
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    repo = os.path.dirname(src)
+
+    def git(*cmd: str) -> str:
+        out = subprocess.run(["git", "-C", repo, *cmd], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    info = {
+        "source": src,
+        "sha256_py": digest.hexdigest()[:16],
+        "git_head": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", src)),
+        "snapshot_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path = os.pathsep.join(p for p in (dest_dir, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}, info
+
+
+def code_line(info: dict[str, Any]) -> str:
+    """One line naming the measured code version, for the tables."""
+    dirty = " + uncommitted changes" if info.get("dirty") else ""
+    return (
+        f"Code: wfvae_jax at git {info.get('git_head', '?')}{dirty}, sources sha256 "
+        f"{info.get('sha256_py', '?')} (snapshot {info.get('snapshot_time', '?')})."
+    )
+
+
 # ----------------------------------------------------------------------------- formatting
 
 
@@ -379,6 +431,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     probe = MemoryProbe()
     probe.set_baseline()
     out: dict[str, Any] = {"spec": spec, "input_shape": list(x.shape), **backend_info()}
+    out["wfvae_jax_file"] = wfvae_jax.__file__
 
     if spec["phase"] == "compile":
         fn = _jitted(op, tc is not None)

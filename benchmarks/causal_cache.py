@@ -79,6 +79,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     cache_dir = tempfile.mkdtemp(prefix="wfvae_bench_cache_")
+    env, args.code = C.snapshot_package(tempfile.mkdtemp(dir=cache_dir))
     results: list[dict[str, Any]] = []
     last_wall: dict[tuple[str, str], tuple[int, float]] = {}
     try:
@@ -112,7 +113,7 @@ def run_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
                             )
                             continue
                     C.log(f"{op} {mode} T={t} {args.size}x{args.size} t_chunk={tc} ...")
-                    r = C.measure_config(__file__, spec, args.timeout)
+                    r = C.measure_config(__file__, spec, args.timeout, env)
                     r["spec"] = spec
                     results.append(r)
                     if "error" in r:
@@ -209,7 +210,9 @@ def tables(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
         f"Backend: {info.get('backend', '?')} ({info.get('device', '?')}), "
         f"{info.get('cpu_count', '?')} CPUs, jax {info.get('jax', '?')}. "
         f"Warm = median of up to {args.warm_runs} runs; first = compile + first run; "
-        "enc+dec: times summed, peak = max of the two (separate processes).\n"
+        "enc+dec: times summed, peak = max of the two (separate processes). "
+        + C.code_line(getattr(args, "code", {}))
+        + "\n"
     )
     t_table = C.markdown_table(
         [

@@ -100,6 +100,7 @@ def run_sweep(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
                 "CPU backend)." if gib is None else f"{gib:.0f} GiB < {args.room_768_gib} GiB)."
             )
     cache_dir = tempfile.mkdtemp(prefix="wfvae_bench_cache_")
+    env, args.code = C.snapshot_package(tempfile.mkdtemp(dir=cache_dir))
     results: list[dict[str, Any]] = []
     done: dict[tuple[str, str, str], tuple[int, float]] = {}
     try:
@@ -130,7 +131,7 @@ def run_sweep(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
                                 results.append({"spec": spec, "skipped": msg})
                                 continue
                         C.log(f"{model} {op} 1x{args.frames}x{size}x{size} {dtype} ...")
-                        r = C.measure_config(__file__, spec, args.timeout)
+                        r = C.measure_config(__file__, spec, args.timeout, env)
                         r["spec"] = spec
                         results.append(r)
                         if "error" in r:
@@ -180,7 +181,9 @@ def table(args: argparse.Namespace, results: list[dict[str, Any]], note: str) ->
         f"{info.get('cpu_count', '?')} CPUs, jax {info.get('jax', '?')}. Warm = median of up to "
         f"{args.warm_runs} runs after the first (warm-up excluded); first = compile + first run; "
         f"peak = {unit}, execution only (compiled in a separate process); peak-base = peak minus "
-        f"the baseline after imports + weights + inputs. {note}\n\n"
+        f"the baseline after imports + weights + inputs. {note} "
+        + C.code_line(getattr(args, "code", {}))
+        + "\n\n"
     )
     body = C.markdown_table(
         [

@@ -61,10 +61,13 @@ def alex_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_run(ckpt, alex_weights, tmp_path_factory):
-    """eval.py on 2 clips, 9 frames, 32x32: blockwise (chunks of 4 frames), LPIPS, arrays."""
+    """eval.py on 3 clips in batches of 2 (the last one padded), 9 frames, 32x32: blockwise
+    (default chunks), LPIPS, arrays. Every model run in this module uses batches of 2, so
+    each program compiles once."""
     out = tmp_path_factory.mktemp("eval_out")
     argv = ["--checkpoint", str(ckpt), "--videos", str(VIDEOS), "--num_frames", str(T)]
-    argv += ["--resolution", str(RES), "--max_videos", "2", "--blockwise", "--t_chunk", "4"]
+    argv += ["--resolution", str(RES), "--max_videos", "3", "--batch_size", "2"]
+    argv += ["--blockwise"]  # default chunks: 8 frames (encoder) / 2 latent frames (decoder)
     argv += ["--lpips_weights", str(alex_weights), "--no_fvd", "--save_arrays"]
     argv += ["--out", str(out), "--no_progress"]
     results = eval_main(argv)
@@ -80,13 +83,14 @@ def _unit(x):
     return (np.clip(x.astype(np.float64), -1, 1) + 1) / 2
 
 
+@pytest.mark.slow  # runs the model (compiles on first use)
 def test_eval_writes_report_and_files(cli_run):
     results, out_dir = cli_run
     on_disk = json.loads((out_dir / "metrics.json").read_text())
     assert on_disk["metrics"].keys() >= {"psnr", "ssim", "lpips", "fvd"}
     assert on_disk["metrics"]["fvd"] is None and "no_fvd" in on_disk["skipped_metrics"]["fvd"]
     assert "lpips" not in on_disk["skipped_metrics"]
-    assert on_disk["data"]["num_videos"] == 2 and len(on_disk["videos"]) == 2
+    assert on_disk["data"]["num_videos"] == 3 and len(on_disk["videos"]) == 3
     assert on_disk["settings"]["clip_shape_thwc"] == [T, RES, RES, 3]
     md = (out_dir / "metrics.md").read_text()
     assert "| PSNR ↑ | SSIM ↑ | LPIPS ↓ | FVD ↓ |" in md and "Causal Cache" in md
@@ -98,6 +102,7 @@ def test_eval_writes_report_and_files(cli_run):
             assert im.size[1] == 3 * (RES + 2) + 2
 
 
+@pytest.mark.slow  # runs the model (compiles on first use)
 def test_eval_clips_are_the_first_frames(cli_run):
     _, out_dir = cli_run
     for row in json.loads((out_dir / "metrics.json").read_text())["videos"]:
@@ -105,6 +110,7 @@ def test_eval_clips_are_the_first_frames(cli_run):
         np.testing.assert_array_equal(_arrays(out_dir, row["name"])["input"], expected)
 
 
+@pytest.mark.slow  # runs the model (compiles on first use)
 def test_eval_metrics_match_independent_computation(cli_run, alex_weights):
     results, out_dir = cli_run
     module, params = lpips.load_lpips("alex", alex_weights)
@@ -136,10 +142,11 @@ def test_eval_metrics_match_independent_computation(cli_run, alex_weights):
         assert results["metrics"][m]["mean"] == pytest.approx(np.mean(per_video), rel=1e-12)
 
 
+@pytest.mark.slow  # runs the model (compiles on first use)
 def test_eval_blockwise_direct_equals_chunked(cli_run):
     results, out_dir = cli_run
     b = results["blockwise"]
-    assert (b["t_chunk_encoder"], b["t_chunk_decoder"]) == (4, 1)
+    assert (b["t_chunk_encoder"], b["t_chunk_decoder"]) == (8, 2)
     assert b["max_abs_diff"] <= 1e-5 and b["max_abs_diff_latent"] <= 1e-5
     diffs = []
     for row in results["videos"]:
@@ -156,6 +163,7 @@ def _stub_features(videos):
     return np.concatenate([v.mean(axis=(1, 2, 3)), v.std(axis=(1, 2, 3))], axis=1)
 
 
+@pytest.mark.slow  # runs the model (compiles on first use)
 def test_eval_fvd_over_the_whole_set_and_lpips_skip(ckpt, tmp_path):
     params, config = wfvae_jax.load_pretrained(ckpt)
     clips = FolderClips(VIDEOS, T, RES, max_videos=3)
@@ -165,13 +173,12 @@ def test_eval_fvd_over_the_whole_set_and_lpips_skip(ckpt, tmp_path):
     arrays = [_arrays(tmp_path, r["name"]) for r in res["videos"]]
     real = _stub_features(np.stack([a["input"] for a in arrays]))
     fake = _stub_features(np.stack([a["reconstruction"] for a in arrays]))
-    assert len(arrays) == 3  # batch of 2 + a padded batch of 1
     assert res["metrics"]["fvd"] == pytest.approx(fvd_from_features(real, fake), rel=1e-9)
     assert res["metrics"]["lpips"] is None and "alexnet" in res["skipped_metrics"]["lpips"]
     assert not (tmp_path / "recon").exists()  # num_visuals=0
 
     one = evaluate(params, config, FolderClips(VIDEOS, T, RES, max_videos=1), tmp_path / "one",
-                   EvalOptions(num_visuals=0), fvd_feature_fn=_stub_features,
+                   EvalOptions(num_visuals=0, batch_size=2), fvd_feature_fn=_stub_features,
                    progress=False)  # fmt: skip
     assert one["metrics"]["fvd"] is None and "at least 2" in one["skipped_metrics"]["fvd"]
 
@@ -186,19 +193,26 @@ def test_folder_clips_skips_short_videos_with_reason():
 
 
 def _fake_workdir(path, params, config):
-    import optax
+    """A workdir as train.py writes it (wfvae_jax.train.checkpointing), minus the data item."""
     import orbax.checkpoint as ocp
 
+    from wfvae_jax.losses import LossConfig
+    from wfvae_jax.train.checkpointing import make_manager
+    from wfvae_jax.train.state import OptimConfig, create_train_state
+
+    state = create_train_state(config, LossConfig(), OptimConfig(), disc_ndf=8,
+                               rng=jax.random.key(1))  # fmt: skip
     ema = jax.tree.map(lambda a: a * 0.5, params)
-    state = {"step": np.int32(5), "params": params, "ema_params": ema,
-             "opt_state": optax.adamw(1e-3).init(params)}  # fmt: skip
-    (path / "config.json").write_text(json.dumps(config.to_dict()))
-    with ocp.CheckpointManager(path / "checkpoints") as manager:
-        manager.save(5, args=ocp.args.StandardSave(state))
+    state = state.replace(params=params, ema_params=ema, step=state.step + 5)
+    meta = {"config": "{}", "model": config.to_dict(), "step": 5}
+    with make_manager(str(path)) as manager:
+        manager.save(5, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                meta=ocp.args.JsonSave(meta)))  # fmt: skip
         manager.wait_until_finished()
     return ema
 
 
+@pytest.mark.slow  # runs the model (compiles on first use)
 def test_workdir_loads_ema_by_default(ckpt, tmp_path):
     params, config = wfvae_jax.load_pretrained(ckpt)
     ema = _fake_workdir(tmp_path, params, config)
@@ -208,8 +222,8 @@ def test_workdir_loads_ema_by_default(ckpt, tmp_path):
     raw, _ = load_train_checkpoint(tmp_path, use_ema=False)
     jax.tree.map(np.testing.assert_array_equal, raw, params)
     res = eval_main(["--workdir", str(tmp_path), "--videos", str(VIDEOS), "--num_frames", str(T),
-                     "--resolution", str(RES), "--max_videos", "1", "--no_fvd", "--num_visuals",
-                     "0", "--no_progress"])  # fmt: skip
+                     "--resolution", str(RES), "--max_videos", "1", "--batch_size", "2",
+                     "--no_fvd", "--num_visuals", "0", "--no_progress"])  # fmt: skip
     assert "(step 5, EMA)" in res["model"]["source"]
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
@@ -228,16 +242,21 @@ def test_channel_moments_match_numpy():
         acc.update(np.zeros((2, 5)))
 
 
+@pytest.mark.slow  # runs the model (compiles on first use)
 def test_latent_stats_write_config_roundtrip(ckpt, tmp_path):
     ckpt_copy = tmp_path / "ckpt"
     shutil.copytree(ckpt, ckpt_copy)
     argv = ["--checkpoint", str(ckpt_copy), "--videos", str(VIDEOS), "--num_frames", str(T)]
-    argv += ["--resolution", str(RES), "--max_videos", "3", "--write_config", "--no_progress"]
+    argv += ["--resolution", str(RES), "--max_videos", "3", "--batch_size", "2"]
+    argv += ["--write_config", "--no_progress"]
     stats = latent_stats.main(argv)
     params, config = wfvae_jax.load_pretrained(ckpt_copy)
-    # Independent: encode the same clips at once and reduce with numpy.
+    # Independent: encode the same clips (pairs 0-1 and 1-2, to reuse the compiled batch of 2),
+    # gather each clip's latents once and reduce with numpy.
     clips = np.stack([c.video for c in FolderClips(VIDEOS, T, RES, max_videos=3)])
-    z = np.asarray(wfvae_jax.encode(params, clips, config).mean, np.float64)
+    z01, z12 = (np.asarray(wfvae_jax.encode(params, clips[i : i + 2], config).mean, np.float64)
+                for i in (0, 1))  # fmt: skip
+    z = np.concatenate([z01, z12[1:]])
     np.testing.assert_allclose(stats["mean"], z.mean(axis=(0, 1, 2, 3)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stats["std"], z.std(axis=(0, 1, 2, 3), ddof=1), rtol=1e-5)
     assert len(config.scale) == len(config.shift) == config.latent_dim

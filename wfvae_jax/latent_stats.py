@@ -104,7 +104,7 @@ def compute_latent_stats(
       params, config: the model.
       clips: iterable of ``wfvae_jax.eval.clips.EvalClip`` (or anything with ``.video``,
         float32 ``(T, H, W, 3)`` in [-1, 1], all one shape).
-      batch_size: clips per encoder call.
+      batch_size: clips per encoder call (a short last batch is padded, not counted twice).
       dtype: encoder compute dtype.
       t_chunk: Causal Cache chunk in video frames (multiple of 4), or None.
       sample: use posterior samples (``seed``-determined) instead of posterior means.
@@ -125,13 +125,16 @@ def compute_latent_stats(
 
     def flush() -> None:
         nonlocal key
-        post = encode(params, np.stack(batch), config, dtype=dtype, t_chunk=t_chunk)
+        n = len(batch)
+        # Padding with repeats keeps one input shape (one compile); the repeats are not counted.
+        x = np.stack(batch + [batch[-1]] * (batch_size - n))
+        post = encode(params, x, config, dtype=dtype, t_chunk=t_chunk)
         if sample:
             key, sub = jax.random.split(key)
             z = post.sample(sub)
         else:
             z = post.mode()
-        moments.update(np.asarray(z, np.float32))
+        moments.update(np.asarray(z, np.float32)[:n])
         bar.update(len(batch))
         batch.clear()
 
@@ -141,7 +144,7 @@ def compute_latent_stats(
         if len(batch) == batch_size:
             flush()
     if batch:
-        flush()  # a smaller last batch compiles once more; cheaper than padding statistics
+        flush()
     bar.close()
     if n_videos == 0:
         raise ValueError("no usable clip: cannot compute latent statistics")

@@ -1,14 +1,15 @@
 """Model weights for evaluation: a converted checkpoint directory or a training workdir.
 
-Training workdir layout assumed here (``train.py`` / ``wfvae_jax.train``)::
+Training workdir layout (``train.py``; ``wfvae_jax.train.checkpointing``)::
 
-    WORKDIR/config.json       the model config: a WFVAEConfig dict (``WFVAEConfig.to_dict``), or
-                              a run config holding it under the key "model"
-    WORKDIR/checkpoints/      an orbax ``CheckpointManager`` directory; each step holds one item
-                              (a ``TrainState`` pytree with fields ``params``, ``ema_params``, ...)
+    WORKDIR/checkpoints/<step>/state/   the TrainState pytree (``params``, ``ema_params``, ...)
+    WORKDIR/checkpoints/<step>/meta/    JSON with the model config under "model"
+                                        (``WFVAEConfig.to_dict``) and the run config
 
-Only the wanted parameter subtree is read (orbax partial restore), so optimizer and
-discriminator states are never loaded.
+For other layouts the model config may instead be ``WORKDIR/config.json`` (a WFVAEConfig dict,
+or a run config holding it under "model"), and a step may hold its train state as its single
+item (e.g. orbax's ``default``). Only the wanted parameter subtree is read (orbax partial
+restore), so optimizer and discriminator states are never loaded.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _MODEL_CONFIG_FILES = ("config.json", "model_config.json")
 
 
 def load_workdir_config(workdir: str | os.PathLike) -> WFVAEConfig:
-    """The model config saved in a training workdir (see the module docstring).
+    """The model config in ``WORKDIR/config.json`` (or ``model_config.json``).
 
     Raises:
       FileNotFoundError: no ``config.json`` / ``model_config.json`` in ``workdir``.
@@ -38,15 +39,29 @@ def load_workdir_config(workdir: str | os.PathLike) -> WFVAEConfig:
         if not os.path.isfile(path):
             continue
         with open(path) as f:
-            d = json.load(f)
-        if isinstance(d.get("model"), dict):
-            d = d["model"]
-        if "latent_dim" not in d:
-            raise ValueError(f"{path} holds no WF-VAE model config (no 'latent_dim' key)")
-        return WFVAEConfig.from_dict(d)
+            return _config_from_dict(json.load(f), path)
     raise FileNotFoundError(
         f"no model config ({' or '.join(_MODEL_CONFIG_FILES)}) in training workdir {workdir}"
     )
+
+
+def _config_from_dict(d: dict, where: str) -> WFVAEConfig:
+    if isinstance(d.get("model"), dict):
+        d = d["model"]
+    if "latent_dim" not in d:
+        raise ValueError(f"{where} holds no WF-VAE model config (no 'latent_dim' key)")
+    return WFVAEConfig.from_dict(d)
+
+
+def _step_config(step_dir: str, workdir: str) -> WFVAEConfig:
+    """The model config saved with a checkpoint (its ``meta`` item), else the workdir's."""
+    meta_dir = os.path.join(step_dir, "meta")
+    if os.path.isdir(meta_dir):
+        with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
+            meta = ckptr.restore(meta_dir)
+        if isinstance(meta, dict) and isinstance(meta.get("model"), dict):
+            return _config_from_dict(meta, meta_dir)
+    return load_workdir_config(workdir)
 
 
 def _step_item_dir(step_dir: str) -> str:
@@ -90,7 +105,6 @@ def _restore_train_params(
     workdir: str | os.PathLike, use_ema: bool, step: int | None
 ) -> tuple[Any, WFVAEConfig, int]:
     workdir = os.path.abspath(os.fspath(workdir))
-    config = load_workdir_config(workdir)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(f"no checkpoints directory {ckpt_dir}")
@@ -107,6 +121,7 @@ def _restore_train_params(
         raise FileNotFoundError(
             f"checkpoint step {step} is not in {step_dir} (orbax's default step naming expected)"
         )
+    config = _step_config(step_dir, workdir)
     item_dir = _step_item_dir(step_dir)
     key = "ema_params" if use_ema else "params"
     from wfvae_jax.model import init_params

@@ -180,11 +180,12 @@ class _FvdCollector:
             else:
                 self.feature_fn = lambda v: i3d_features(v, variables, batch_size=len(v))
 
-    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+    def add(self, x: np.ndarray, y: np.ndarray, n: int) -> None:
+        """Features of the first ``n`` clips of the (padded) batches ``x``, ``y``."""
         if self.skip_reason is None:
             with jax.default_matmul_precision("highest"):
-                self.real.append(np.asarray(self.feature_fn(x), np.float64))
-                self.fake.append(np.asarray(self.feature_fn(y), np.float64))
+                self.real.append(np.asarray(self.feature_fn(x), np.float64)[:n])
+                self.fake.append(np.asarray(self.feature_fn(y), np.float64)[:n])
 
     def result(self) -> tuple[float | None, str | None]:
         if self.skip_reason is not None:
@@ -212,6 +213,31 @@ def _stack_padded(batch: list[EvalClip], size: int) -> np.ndarray:
     # Repeating the last clip keeps every call at one shape, so the model compiles once.
     videos = [c.video for c in batch] + [batch[-1].video] * (size - len(batch))
     return np.stack(videos).astype(np.float32)
+
+
+def _reconstruct_and_score(
+    params: Any,
+    config: WFVAEConfig,
+    x_pad: np.ndarray,
+    xq_pad: np.ndarray,
+    n: int,
+    t_chunk: int | None,
+    dtype: Any,
+    quantize: bool,
+    scorer: _FrameScorer,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``(raw reconstruction[:n], latent[:n], scored reconstruction (padded), scores)``.
+
+    The model and the metrics run on the whole padded batch (one shape, so one compile each);
+    ``xq_pad`` is the input as scored (quantised or not).
+    """
+    y_pad, z_pad = reconstruct(params, x_pad, config, t_chunk=t_chunk, dtype=dtype)
+    yq_pad = _maybe_quantize(y_pad, quantize)
+    return y_pad[:n], z_pad[:n], yq_pad, scorer(xq_pad, yq_pad)
+
+
+def _maybe_quantize(x: np.ndarray, quantize: bool) -> np.ndarray:
+    return to_float(to_uint8(x)) if quantize else x
 
 
 def _summary(values: list[float]) -> dict[str, float] | None:
@@ -276,24 +302,24 @@ def evaluate(
             fvd = _FvdCollector(options.fvd, shape[0], fvd_feature_fn, options.i3d_weights)
         elif x_pad.shape[1:] != shape:
             raise ValueError(f"clip {batch[0].name} has shape {x_pad.shape[1:]}, others {shape}")
-        y_pad, z_pad = reconstruct(params, x_pad, config, t_chunk=main_chunk, dtype=dtype)
         n = len(batch)
-        x, y, z = x_pad[:n], y_pad[:n], z_pad[:n]
-        if options.quantize:
-            x, y = to_float(to_uint8(x)), to_float(to_uint8(y))
-        scores = scorer(x, y)
-        fvd.add(x, y)
+        xq_pad = _maybe_quantize(x_pad, options.quantize)
+        y_raw, z, y_pad, scores = _reconstruct_and_score(
+            params, config, x_pad, xq_pad, n, main_chunk, dtype, options.quantize, scorer
+        )
+        fvd.add(xq_pad, y_pad, n)
+        x, y = xq_pad[:n], y_pad[:n]
         if other_chunk is not None:
-            y2_pad, z2_pad = reconstruct(params, x_pad, config, t_chunk=other_chunk, dtype=dtype)
-            y2, z2 = y2_pad[:n], z2_pad[:n]
-            y2_scored = to_float(to_uint8(y2)) if options.quantize else y2
-            scores2 = scorer(x, y2_scored)
+            y2_raw, z2, y2_pad, scores2 = _reconstruct_and_score(
+                params, config, x_pad, xq_pad, n, other_chunk, dtype, options.quantize, scorer
+            )
+            y2 = y2_pad[:n]
         for i, clip in enumerate(batch):
             row: dict[str, Any] = {"name": clip.name, "source": clip.source}
             row.update({k: float(v[i].mean()) for k, v in scores.items()})
             if other_chunk is not None:
                 row["chunked"] = {k: float(v[i].mean()) for k, v in scores2.items()}
-                row["max_abs_diff"] = float(np.max(np.abs(y_pad[i] - y2[i])))
+                row["max_abs_diff"] = float(np.max(np.abs(y_raw[i] - y2_raw[i])))
                 row["max_abs_diff_latent"] = float(np.max(np.abs(z[i] - z2[i])))
             per_clip.append(row)
             k = len(per_clip) - 1
