@@ -218,21 +218,33 @@ def block(x: Any) -> Any:
     return jax.block_until_ready(x)
 
 
-def time_call(fn: Callable[[], Any]) -> float:
-    """Wall seconds of ``fn()`` including ``block_until_ready`` on its result."""
-    t0 = time.perf_counter()
+def process_cpu_s() -> float:
+    """User + system CPU seconds of this process (all its threads) so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def time_call(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()`` including ``block_until_ready``.
+
+    CPU seconds are less sensitive than wall time to other processes sharing the cores.
+    """
+    c0, t0 = process_cpu_s(), time.perf_counter()
     block(fn())
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, process_cpu_s() - c0
 
 
-def warm_times(fn: Callable[[], Any], n: int, budget_s: float) -> list[float]:
-    """Up to ``n`` warm-run times; stops early (after at least one) once ``budget_s`` is spent."""
-    times: list[float] = []
-    while len(times) < max(n, 1):
-        times.append(time_call(fn))
-        if sum(times) >= budget_s:
+def warm_times(fn: Callable[[], Any], n: int, budget_s: float) -> tuple[list[float], list[float]]:
+    """Up to ``n`` warm runs' (wall, CPU) seconds; stops early once ``budget_s`` wall is spent."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    while len(walls) < max(n, 1):
+        wall, cpu = time_call(fn)
+        walls.append(wall)
+        cpus.append(cpu)
+        if sum(walls) >= budget_s:
             break
-    return times
+    return walls, cpus
 
 
 # ----------------------------------------------------------------------------- subprocesses
@@ -438,10 +450,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         static = (cfg, tc, dtype) if tc is not None else (cfg, dtype)
         t0 = time.perf_counter()
         lowered = fn.lower(params, x, *static)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), process_cpu_s()
         compiled = lowered.compile()
-        t2 = time.perf_counter()
-        out.update(lower_s=t1 - t0, compile_s=t2 - t1, **_xla_memory(compiled), **probe.report())
+        t2, c2 = time.perf_counter(), process_cpu_s()
+        out.update(
+            lower_s=t1 - t0,
+            compile_s=t2 - t1,
+            compile_cpu_s=c2 - c1,
+            **_xla_memory(compiled),
+            **probe.report(),
+        )
         return out
 
     api_fn = wfvae_jax.encode if op == "encode" else wfvae_jax.decode
@@ -453,13 +471,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         last[0] = api_fn(params, x, cfg, dtype=dtype, t_chunk=tc)
         return last[0]
 
-    first = time_call(call)
-    warm = warm_times(call, spec["warm_runs"], spec["warm_budget_s"])
+    first, first_cpu = time_call(call)
+    warm, warm_cpu = warm_times(call, spec["warm_runs"], spec["warm_budget_s"])
     y = last[0]
     out.update(
         first_s=first,
+        first_cpu_s=first_cpu,
         warm_s=warm,
         warm_median_s=median(warm),
+        warm_cpu_s=warm_cpu,
+        warm_cpu_median_s=median(warm_cpu),
         cache_hits=hits.hits,
         output_shape=list((y.mean if op == "encode" else y).shape),
         output_finite=bool(np.isfinite(np.asarray(y.mean if op == "encode" else y)).all()),
@@ -486,6 +507,7 @@ def measure_config(
     res = dict(run)
     res.update(
         compile_s=comp["compile_s"],
+        compile_cpu_s=comp["compile_cpu_s"],
         lower_s=comp["lower_s"],
         first_call_s=comp["compile_s"] + run["first_s"],
         compile_peak_minus_baseline_mib=comp["peak_minus_baseline_mib"],

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -57,6 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=3600.0, help="per child process, seconds")
     p.add_argument("--quick", action="store_true", help="WF-VAE-S, 128x128, float32, 2 warm runs")
     p.add_argument("--out", default=None, help="JSON output path")
+    p.add_argument("--from-json", default=None, help="only print the table of a saved run")
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.sizes, args.dtypes, args.warm_runs = "WF-VAE-S", "128", "float32", 2
@@ -169,6 +171,7 @@ def table(args: argparse.Namespace, results: list[dict[str, Any]], note: str) ->
                 r["compile_s"],
                 r["first_call_s"],
                 r["warm_median_s"],
+                r.get("warm_cpu_median_s"),
                 s["frames"] / r["warm_median_s"],
                 r["peak_minus_baseline_mib"],
                 r["peak_mib"],
@@ -194,6 +197,7 @@ def table(args: argparse.Namespace, results: list[dict[str, Any]], note: str) ->
             "compile s",
             "first call s",
             "warm s",
+            "warm CPU s",
             "frames/s (warm)",
             "peak-base MiB",
             "peak MiB",
@@ -209,6 +213,12 @@ def main(argv: list[str]) -> None:
     if C.child_main(argv):
         return
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        a = argparse.Namespace(**saved["args"])
+        print(table(a, saved["results"], saved.get("note", "")), flush=True)
+        return
     t0 = time.time()
     results, note = run_sweep(args)
     text = table(args, results, note)
@@ -222,6 +232,7 @@ def main(argv: list[str]) -> None:
                 "argv": argv,
                 "total_wall_s": time.time() - t0,
                 "results": results,
+                "note": note,
                 "markdown": text,
             },
         )

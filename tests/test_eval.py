@@ -1,4 +1,4 @@
-"""Tests of eval.py (wfvae_jax.eval) and wfvae_jax.latent_stats on a tiny random-weight model.
+"""Tests of eval.py (wfvae_jax.eval) and wfvae_jax.latent_stats on the tiny random-weight model.
 
 References are independent: PSNR in numpy float64, SSIM from scikit-image, FVD from the
 metrics module on features recomputed from the saved arrays, clip frames from read_video,
@@ -29,15 +29,18 @@ from wfvae_jax.metrics._common import flatten_tree
 from wfvae_jax.metrics.fvd import fvd_from_features
 from wfvae_jax.video_io import count_frames, read_video
 
-VIDEOS = pathlib.Path(__file__).parent / "data" / "videos"
+DATA = pathlib.Path(__file__).parent / "data"
+VIDEOS = DATA / "videos"
 T, RES = 9, 32
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    """A converted-checkpoint directory holding random tiny WF-VAE weights."""
-    config = wfvae_jax.get_config("tiny")
-    params = wfvae_jax.init_params(config, jax.random.key(0))
+    """A converted-checkpoint directory: the random-weight tiny WF-VAE of tests/data/wfvae_tiny
+    (converting is much faster than a first eager ``init_params``)."""
+    from wfvae_jax.convert import load_reference
+
+    params, config = load_reference(DATA / "wfvae_tiny")
     path = tmp_path_factory.mktemp("tiny_ckpt")
     wfvae_jax.save_pretrained(path, params, config)
     return path
@@ -194,16 +197,17 @@ def test_folder_clips_skips_short_videos_with_reason():
 
 def _fake_workdir(path, params, config):
     """A workdir as train.py writes it (wfvae_jax.train.checkpointing), minus the data item."""
+    import optax
     import orbax.checkpoint as ocp
 
-    from wfvae_jax.losses import LossConfig
     from wfvae_jax.train.checkpointing import make_manager
-    from wfvae_jax.train.state import OptimConfig, create_train_state
+    from wfvae_jax.train.state import TrainState
 
-    state = create_train_state(config, LossConfig(), OptimConfig(), disc_ndf=8,
-                               rng=jax.random.key(1))  # fmt: skip
     ema = jax.tree.map(lambda a: a * 0.5, params)
-    state = state.replace(params=params, ema_params=ema, step=state.step + 5)
+    small = {"w": np.ones(3, np.float32)}  # stands in for the discriminator's trees
+    state = TrainState(step=np.int32(5), rng=np.zeros(2, np.uint32), params=params,
+                       ema_params=ema, opt_state=optax.adamw(1e-3).init(params),
+                       disc_params=small, disc_batch_stats=small, disc_opt_state=small)  # fmt: skip
     meta = {"config": "{}", "model": config.to_dict(), "step": 5}
     with make_manager(str(path)) as manager:
         manager.save(5, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -267,3 +271,23 @@ def test_latent_stats_write_config_roundtrip(ckpt, tmp_path):
     with pytest.raises(SystemExit):
         latent_stats.main(["--workdir", str(tmp_path), "--videos", str(VIDEOS), "--write_config"])
     assert os.path.isfile(ckpt_copy / "config.json")
+
+
+def test_tfds_clips_are_the_first_frames_of_each_record(tmp_path):
+    from tests.test_data import _tfds_builder_class
+    from wfvae_jax.eval.cli import build_parser, clips_from_args
+
+    _tfds_builder_class()(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    args = build_parser().parse_args(
+        ["--checkpoint", "unused", "--tfds", "wfvae_test_tiny_videos", "--split", "train",
+         "--tfds_data_dir", str(tmp_path), "--num_frames", str(T), "--resolution", str(RES)]
+    )  # fmt: skip
+    clips = clips_from_args(args)
+    got = [c.video for c in clips]
+    # Record i holds frames i .. i + length - 1 of bikes_0000.mp4, lengths (20, 12, 4, 15);
+    # tfds shuffles the records, so match each clip to its offset.
+    expected = {o: read_video(VIDEOS / "bikes_0000.mp4", T, start=o, resolution=RES)
+                for o in (0, 1, 2, 3)}  # fmt: skip
+    offsets = sorted(o for v in got for o, e in expected.items() if np.array_equal(v, e))
+    assert offsets == [0, 1, 3]
+    assert list(clips.skipped.values()) == [f"only 4 frames, the clip spans {T}"]

@@ -10,12 +10,14 @@ checkpoint's ``config.json`` as
 
 That is the convention of the reference's scripts/vae_var_test.py
 (``latents = (vae.encode(x)[0].sample() - shift) * scale``, printing ``normalizer = 1 / std``)
-and of Open-Sora Plan, which reads ``vae.config.scale`` / ``shift`` the same way. The reference
-ships 4-entry placeholders (scale 0.18215, shift 0, its issue #17); after ``--write_config`` both
-have ``latent_dim`` entries.
+and of Open-Sora Plan's ``WFVAEModelWrapper`` (``(sample - shift) * scale`` after encoding,
+``z / scale + shift`` before decoding, from ``vae.config``). The reference ships 4-entry
+placeholders (scale 0.18215, shift 0, its issue #17); after ``--write_config`` both have
+``latent_dim`` entries.
 
 By default the statistics are those of the posterior mean ``z = mode()`` (deterministic); with
-``--sample`` of posterior samples ``mean + std * eps``, as vae_var_test.py. The standard
+``--sample`` of posterior samples ``mean + std * eps``, which is what both of the above
+normalise (their std also holds the posterior variance, so it is slightly larger). The standard
 deviation is the unbiased one (``ddof = 1``), as ``torch.std``. Sums are accumulated in float64
 with Chan et al.'s parallel update (numerically stable for millions of positions).
 
@@ -191,14 +193,20 @@ def write_config_stats(checkpoint_dir: str | os.PathLike, stats: dict[str, Any])
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m wfvae_jax.latent_stats``; prints and writes the statistics; returns them."""
-    from wfvae_jax.eval.cli import add_data_args, add_model_args, clip_settings, clips_from_args
+    from wfvae_jax.eval.cli import (
+        HelpFormatter,
+        add_data_args,
+        add_model_args,
+        clip_settings,
+        clips_from_args,
+    )
     from wfvae_jax.eval.loading import load_model
 
     parser = argparse.ArgumentParser(
         prog="python -m wfvae_jax.latent_stats",
         description="Per-channel mean/std of WF-VAE latents over a dataset; shift = mean, "
         "scale = 1/std for diffusion ((z - shift) * scale).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_args(parser)
     add_data_args(parser, num_frames=33, resolution=256)

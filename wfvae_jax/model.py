@@ -257,4 +257,6 @@ class WFVAE(nn.Module):
 def init_params(config: WFVAEConfig, rng: jax.Array, frames: int = 1, size: int = 8) -> Any:
     """Randomly initialised parameters (PyTorch's default conv init), as a params pytree."""
     x = jnp.zeros((1, frames, size, size, 3), jnp.float32)
-    return WFVAE(config).init({"params": rng}, x, sample_posterior=False)["params"]
+    # Jitted: an eager Flax init dispatches every op separately (over a minute for WF-VAE-S).
+    init = jax.jit(lambda r: WFVAE(config).init({"params": r}, x, sample_posterior=False))
+    return init(rng)["params"]

@@ -11,6 +11,15 @@ from typing import Any
 from wfvae_jax.eval.clips import DEFAULT_FPS, FolderClips, TfdsClips
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults of valued options only (not of flags, nor ``None``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint DIR`` | ``--workdir DIR`` [``--no-ema``] [``--step N``]."""
     g = parser.add_argument_group("model (one of)")
@@ -79,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python eval.py",
         description="Reconstruction metrics of a WF-VAE (PSNR, SSIM, LPIPS-alex, FVD) as in the "
         "paper's Table 1, and direct vs Causal Cache inference (Table 5).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_args(parser)
     add_data_args(parser, num_frames=33, resolution=256)

@@ -77,8 +77,7 @@ def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:
         _, params = load_lpips(config.lpips.net, config.lpips.weights or None)
     except ValueError as e:
         raise ValueError(
-            f"{e} With train.py: --config.lpips.weights=PATH, or "
-            "--config.loss.perceptual_weight=0."
+            f"{e} With train.py: --config.lpips.weights=PATH, or --config.loss.perceptual_weight=0."
         ) from e
     return params
 

@@ -182,8 +182,8 @@ def generator_update(
         disc_batch_stats=batch_stats,
     )
     metrics = {f"train/{k}": jnp.asarray(v, jnp.float32) for k, v in logs.items()}
-    metrics["train/grad_norm"] = optax.global_norm(grads)
-    metrics["train/param_norm"] = optax.global_norm(params)
+    metrics["train/grad_norm"] = optax.tree.norm(grads)
+    metrics["train/param_norm"] = optax.tree.norm(params)
     return new_state, metrics
 
 
@@ -240,7 +240,7 @@ def discriminator_update(
         disc_batch_stats=batch_stats,
     )
     metrics = {f"train/{k}": jnp.asarray(v, jnp.float32) for k, v in logs.items()}
-    metrics["train/disc_grad_norm"] = optax.global_norm(grads)
+    metrics["train/disc_grad_norm"] = optax.tree.norm(grads)
     return new_state, metrics
 
 

@@ -67,7 +67,9 @@ class TensorBoardWriter:
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         from tensorboard.compat.proto import summary_pb2
 
-        values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+        values = [
+            summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()
+        ]
         self._add(step, values)
 
     def write_images(self, step: int, images: Mapping[str, Any]) -> None:
