@@ -48,13 +48,11 @@ def main(argv):
         jax.devices()[0].platform,
     )
 
-    # ========================= model & state ==========================
-    # ========================= train step ==============================
-    # ========================= checkpoint/resume =======================
-    # ============================== loop ==============================
-    # wfvae_jax.train.loop.train_and_evaluate builds the TrainState (state.py), the jitted
-    # generator/discriminator steps (step.py, sharded by mesh.py), restores DIR's newest orbax
-    # checkpoint or config.init_from (checkpointing.py), then trains, logs, evaluates and exports.
+    # ====== model & state | train step | checkpoint/resume | loop ======
+    # wfvae_jax.train.loop.train_and_evaluate, in the same order: TrainState and AdamW
+    # (state.py); jitted generator/discriminator steps sharded over the mesh (step.py, mesh.py);
+    # restore DIR's newest orbax checkpoint, else config.init_from (checkpointing.py); then the
+    # loop: alternate steps, log, evaluate held-out PSNR + PNG strips, checkpoint, export.
     from wfvae_jax.train.loop import NonFiniteLossError, train_and_evaluate
 
     try:
