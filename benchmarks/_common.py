@@ -286,20 +286,25 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def snapshot_package(dest_dir: str) -> tuple[dict[str, str], dict[str, Any]]:
+def snapshot_package(
+    dest_dir: str, src: str | None = None
+) -> tuple[dict[str, str], dict[str, Any]]:
     """Copies the ``wfvae_jax`` sources into ``dest_dir`` for the children of one sweep.
 
     The package may be edited while a long sweep runs; children import the snapshot (it comes
     first on ``PYTHONPATH``) so every configuration of a sweep measures the same code.
+    ``src`` (a ``wfvae_jax`` package directory) measures another tree, e.g. a patched copy.
     Returns the environment for :func:`run_child` and a description (git HEAD, a sha256 over
     the package's ``.py`` files, whether the tree had uncommitted changes).
     """
     import hashlib
     import shutil
 
-    import wfvae_jax
+    if src is None:
+        import wfvae_jax
 
-    src = os.path.dirname(os.path.abspath(wfvae_jax.__file__))
+        src = os.path.dirname(os.path.abspath(wfvae_jax.__file__))
+    src = os.path.abspath(src)
     shutil.copytree(
         src, os.path.join(dest_dir, "wfvae_jax"), ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -332,9 +337,14 @@ def snapshot_package(dest_dir: str) -> tuple[dict[str, str], dict[str, Any]]:
 def code_line(info: dict[str, Any]) -> str:
     """One line naming the measured code version, for the tables."""
     dirty = " + uncommitted changes" if info.get("dirty") else ""
+    where = (
+        f"at git {info['git_head']}{dirty}"
+        if info.get("git_head")
+        else f"from {info.get('source', '?')}"
+    )
     return (
-        f"Code: wfvae_jax at git {info.get('git_head', '?')}{dirty}, sources sha256 "
-        f"{info.get('sha256_py', '?')} (snapshot {info.get('snapshot_time', '?')})."
+        f"Code: wfvae_jax {where}, sources sha256 {info.get('sha256_py', '?')} "
+        f"(snapshot {info.get('snapshot_time', '?')})."
     )
 
 

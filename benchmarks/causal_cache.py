@@ -62,6 +62,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=3600.0, help="per child process, seconds")
     p.add_argument("--quick", action="store_true", help="64x64, T = 17,33, 2 warm runs")
     p.add_argument("--out", default=None, help="JSON output path")
+    p.add_argument(
+        "--package-dir",
+        default=None,
+        help="measure this wfvae_jax package directory (e.g. a patched copy) instead of the "
+        "installed one",
+    )
     p.add_argument("--from-json", default=None, help="only print the tables of a saved run")
     args = p.parse_args(argv)
     if args.quick:
@@ -81,7 +87,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     cache_dir = tempfile.mkdtemp(prefix="wfvae_bench_cache_")
-    env, args.code = C.snapshot_package(tempfile.mkdtemp(dir=cache_dir))
+    env, args.code = C.snapshot_package(tempfile.mkdtemp(dir=cache_dir), args.package_dir)
     results: list[dict[str, Any]] = []
     last_wall: dict[tuple[str, str], tuple[int, float]] = {}
     try:

@@ -58,6 +58,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=3600.0, help="per child process, seconds")
     p.add_argument("--quick", action="store_true", help="WF-VAE-S, 128x128, float32, 2 warm runs")
     p.add_argument("--out", default=None, help="JSON output path")
+    p.add_argument(
+        "--package-dir",
+        default=None,
+        help="measure this wfvae_jax package directory (e.g. a patched copy) instead of the "
+        "installed one",
+    )
     p.add_argument("--from-json", default=None, help="only print the table of a saved run")
     args = p.parse_args(argv)
     if args.quick:
@@ -102,7 +108,7 @@ def run_sweep(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
                 "CPU backend)." if gib is None else f"{gib:.0f} GiB < {args.room_768_gib} GiB)."
             )
     cache_dir = tempfile.mkdtemp(prefix="wfvae_bench_cache_")
-    env, args.code = C.snapshot_package(tempfile.mkdtemp(dir=cache_dir))
+    env, args.code = C.snapshot_package(tempfile.mkdtemp(dir=cache_dir), args.package_dir)
     results: list[dict[str, Any]] = []
     done: dict[tuple[str, str, str], tuple[int, float]] = {}
     try:

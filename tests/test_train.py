@@ -215,12 +215,11 @@ out = {
     "data2": diff(run(data2, "gspmd", video), single),
     "fsdp2": diff(run(mesh_lib.make_mesh(2, devs), "gspmd", video), single),
 }
-# shard_map = per-device DDP (per-device BatchNorm statistics and adaptive weight). With the
-# same video on both devices those equal the global ones, so it must match the global step.
+# shard_map = per-device DDP: per-device BatchNorm statistics and adaptive weight, and every
+# device draws the same noise (as every reference rank does). With the same video on both
+# devices it must equal one device's step on that video alone.
 same = np.concatenate([video[:1], video[:1]])
-out["shard_map"] = diff(run(data2, "shard_map", same), run(data2, "gspmd", same))
-# ...and with different videos it must not (the per-device statistics differ).
-out["shard_map_differs"] = diff(run(data2, "shard_map", video), run(data2, "gspmd", video))
+out["shard_map"] = diff(run(data2, "shard_map", same), run(single_mesh, "gspmd", video[:1]))
 print("RESULT " + json.dumps(out))
 """
 
@@ -240,8 +239,6 @@ def test_sharded_steps_match_single_device():
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT ") :])
-    differs = result.pop("shard_map_differs")
-    assert differs[1] > 1e-3, differs
     for name, (param_diff, metric_rel) in result.items():
         # One step moves parameters by up to lr = 1e-3; 1e-6 catches any real mismatch.
         assert param_diff < 1e-6, (name, param_diff)

@@ -61,7 +61,7 @@ def restore_latest(
     """Restores the newest checkpoint into ``target``'s shapes and shardings, or returns None.
 
     Args:
-      target: a state (or ``jax.ShapeDtypeStruct`` tree with ``sharding``) of the same structure.
+      target: a state, or a ``jax.ShapeDtypeStruct`` tree with shardings, of the same structure.
       data_iterator: the freshly built iterator; its position is set to the saved one.
     """
     step = manager.latest_step()

@@ -29,7 +29,7 @@ from wfvae_jax.train import checkpointing, writers
 from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.data import FolderSubset, load_eval_clips
 from wfvae_jax.train.state import OptimConfig, TrainState
-from wfvae_jax.train.step import StepConfig, TrainSteps, build_train_steps
+from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state, build_train_steps
 from wfvae_jax.video_io import abs_error_frames, save_strip_png
 
 logger = logging.getLogger(__name__)
@@ -118,11 +118,17 @@ def _initial_state(
     manager: Any,
     data_iterator: Any,
 ) -> TrainState:
-    state = steps.init(jax.random.key_data(jax.random.key(config.seed)))
-    restored = checkpointing.restore_latest(manager, state, data_iterator)
-    if restored is not None:
+    if manager.latest_step() is not None:
+        # Restore straight into the target shardings; no need to initialise first.
+        target = jax.tree.map(
+            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+            abstract_state(step_config(config)),
+            steps.state_sharding,
+        )
+        restored = checkpointing.restore_latest(manager, target, data_iterator)
         logger.info("resumed from %s at step %d", manager.directory, int(restored.step))
         return restored
+    state = steps.init(jax.random.key_data(jax.random.key(config.seed)))
     if config.init_from:
         sh = steps.state_sharding
         if _is_pretrained_dir(config.init_from):
@@ -207,8 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       this call ran (used by tests and the run report).
     Raises:
       NonFiniteLossError: a NaN/Inf loss or gradient norm (nothing is saved after it).
-      wfvae_jax.metrics.LPIPSWeightsMissing: ``loss.perceptual_weight > 0`` without
-        ``lpips.weights``.
+      ValueError: ``loss.perceptual_weight > 0`` without ``lpips.weights`` (the message says how
+        to get them, or to set the weight to 0); a batch size the devices cannot split.
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -221,7 +227,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     n_dev = mesh.devices.size
     if config.data.batch_size % n_dev or config.data.batch_size % jax.process_count():
         raise ValueError(
-            f"data.batch_size={config.data.batch_size} must be divisible by the {n_dev} devices"
+            f"data.batch_size={config.data.batch_size} must be divisible by the {n_dev} devices "
+            f"and the {jax.process_count()} processes"
         )
     local_batch = config.data.batch_size // jax.process_count()
     data_iterator = _train_iterator(config, local_batch, workdir)

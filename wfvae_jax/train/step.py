@@ -293,11 +293,15 @@ def build_train_steps(cfg: StepConfig, mesh: Mesh, parallelism: str = "gspmd") -
     def wrap(update):
         body = functools.partial(update, cfg=cfg)
         if parallelism == "shard_map":
+            # check_vma=False keeps autodiff per device: with it on, JAX would already psum the
+            # gradient of the replicated parameters (and of the adaptive weight's last-layer
+            # gradients) behind our back; here the one reduction is the explicit pmean.
             body = jax.shard_map(
                 functools.partial(update, cfg=cfg, axis_name=mesh_lib.DATA_AXES),
                 mesh=mesh,
                 in_specs=(P(), P(mesh_lib.DATA_AXES), P()),
                 out_specs=(P(), P()),
+                check_vma=False,
             )
         return jax.jit(
             body,
