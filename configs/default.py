@@ -34,6 +34,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "WF-VAE-L-16Chn"  # a wfvae_jax.get_config name
     c.model.overrides = ml_collections.ConfigDict()  # WFVAEConfig fields to change
+    # LC-VAE latent compression in the forward pass (wfvae_jax.lc_model; configs/lc_vae_*.py).
+    c.model.lc = ml_collections.ConfigDict()
+    c.model.lc.enabled = False
+    c.model.lc.mask = "fixed"  # wfvae_jax.lc.MASK_KINDS
+    c.model.lc.keep_ratio = 0.5
+    c.model.lc.levels = 2  # temporal Haar levels after the 3D Haar (LC-VAE: 2)
+    c.model.lc.scale = "exact"  # or "reference": LC-VAE's 0.3536 / 0.7071 literals
+    c.model.lc.time_mode = "causal"  # WF-VAE latents: 1 + k frames, frame 0 the image frame
 
     c.data = ml_collections.ConfigDict()
     c.data.train_dir = ""  # folder of videos, searched recursively

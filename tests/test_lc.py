@@ -245,22 +245,29 @@ def _load_config(name):
 
 @pytest.mark.parametrize("name,latent_dim", [("lc_vae_8ch", 8), ("lc_vae_16ch", 16)])
 def test_configs_build_compressors(name, latent_dim):
+    from wfvae_jax.lc_model import LCVAE
+    from wfvae_jax.train.loop import lc_settings, step_config
+
     get_config = _load_config(name)
     cfg = get_config()
-    assert cfg.model.latent_dim == latent_dim and cfg.model.lc_vae and cfg.model.lc_mask == "fixed"
-    t = cfg.train
-    assert (t.num_steps, t.learning_rate, t.batch_size, t.resolution) == (200_000, 1e-5, 32, 256)
-    # Clip length must give a latent the causal Multi-WT can split (1 + 4k frames -> 1 + k).
-    latent_t = 1 + (t.num_frames - 1) // 4
-    z = jnp.asarray(_rand((1, latent_t, 4, 4, latent_dim), seed=11))
-    m = cfg.model
-    fn = lc.make_compressor(
-        m.latent_dim, m.lc_mask, m.lc_keep_ratio, m.lc_levels, m.lc_scale, m.lc_time_mode
+    assert cfg.model.overrides.latent_dim == latent_dim and cfg.model.lc.enabled
+    assert (cfg.num_steps, cfg.optim.learning_rate, cfg.data.batch_size, cfg.data.resolution) == (
+        200_000,
+        1e-5,
+        32,
+        256,
     )
-    np.testing.assert_allclose(fn(z), lc.compress(z, lc.fixed_mask(latent_dim)), atol=1e-6)
-    assert get_config("none").model.lc_vae is False
-    topk = get_config("topk50").model
-    out = lc.make_compressor(latent_dim, topk.lc_mask, topk.lc_keep_ratio)(z)
+    # Clip length must give a latent the causal Multi-WT can split (1 + 4k frames -> 1 + k).
+    latent_t = 1 + (cfg.data.num_frames - 1) // 4
+    z = jnp.asarray(_rand((1, latent_t, 4, 4, latent_dim), seed=11))
+    model = step_config(cfg).build_model()
+    assert isinstance(model, LCVAE) and model.config.latent_dim == latent_dim
+    np.testing.assert_allclose(
+        model.compress_latent(z), lc.compress(z, lc.fixed_mask(latent_dim)), atol=1e-6
+    )
+    assert lc_settings(get_config("none")) is None
+    topk = lc_settings(get_config("topk50"))
+    out = lc.make_compressor(latent_dim, topk.mask, topk.keep_ratio)(z)
     kept = lc.topk_mask(lc.multi_wt(z), 16 * latent_dim)
     assert math.isclose(_energy(out), _energy(lc.multi_wt(z) * kept), rel_tol=1e-5)
     with pytest.raises(ValueError, match="variant"):

@@ -10,11 +10,13 @@ posterior, as the reference does. See ``wfvae_jax.lc`` for the transform and mas
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
 
 from wfvae_jax import lc
+from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.model import WFVAE, ForwardOutput
 
 
@@ -55,17 +57,29 @@ class LCVAE(WFVAE):
         return ForwardOutput(dec, posterior, enc_l1, dec_l1, enc_l2, dec_l2)
 
 
-def build_model(config: Any, model_config: Any, dtype: Any = jnp.float32) -> WFVAE:
-    """A WFVAE, or an LCVAE when ``model_config.lc_vae`` is set (an ml_collections model config
-    with the ``lc_*`` fields of ``configs/lc_vae_8ch.py``)."""
-    if not getattr(model_config, "lc_vae", False):
+@dataclasses.dataclass(frozen=True)
+class LCSettings:
+    """LC-VAE latent compression settings (hashable; the ``lc_*`` fields of :class:`LCVAE`)."""
+
+    mask: str = "fixed"
+    keep_ratio: float = 0.5
+    levels: int = lc.DEFAULT_LEVELS
+    scale: str = "exact"
+    time_mode: str = "causal"
+
+
+def build_model(
+    config: WFVAEConfig, lc_settings: LCSettings | None = None, dtype: Any = jnp.float32
+):
+    """A :class:`WFVAE`, or an :class:`LCVAE` when ``lc_settings`` is given."""
+    if lc_settings is None:
         return WFVAE(config, dtype)
     return LCVAE(
         config,
         dtype,
-        lc_mask=model_config.lc_mask,
-        lc_keep_ratio=model_config.lc_keep_ratio,
-        lc_levels=model_config.lc_levels,
-        lc_scale=model_config.lc_scale,
-        lc_time_mode=model_config.lc_time_mode,
+        lc_mask=lc_settings.mask,
+        lc_keep_ratio=lc_settings.keep_ratio,
+        lc_levels=lc_settings.levels,
+        lc_scale=lc_settings.scale,
+        lc_time_mode=lc_settings.time_mode,
     )

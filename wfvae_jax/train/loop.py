@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 import wfvae_jax
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.data import make_video_dataset, window_span
+from wfvae_jax.lc_model import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
 from wfvae_jax.metrics import psnr
 from wfvae_jax.train import checkpointing, writers
@@ -63,7 +64,16 @@ def step_config(config: ml_collections.ConfigDict) -> StepConfig:
         ema_decay=config.ema_decay,
         compute_dtype=config.compute_dtype,
         lpips_net=config.lpips.net,
+        lc=lc_settings(config),
     )
+
+
+def lc_settings(config: ml_collections.ConfigDict) -> LCSettings | None:
+    """LC-VAE settings from ``config.model.lc`` (``None`` unless ``lc.enabled``)."""
+    lc = config.model.get("lc")
+    if lc is None or not lc.enabled:
+        return None
+    return LCSettings(lc.mask, lc.keep_ratio, lc.levels, lc.scale, lc.time_mode)
 
 
 def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:

@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.lc_model import LCSettings, build_model
 from wfvae_jax.losses import (
     GeneratorOutputs,
     LossConfig,
@@ -70,6 +71,7 @@ class StepConfig:
         generator and discriminator in bf16; parameters, optimizer state, EMA, the losses and
         LPIPS stay float32.
       lpips_net: LPIPS backbone of the perceptual loss (``"vgg"`` as the reference's taming LPIPS).
+      lc: LC-VAE latent compression in the forward pass (``None``: plain WF-VAE).
     """
 
     model: WFVAEConfig
@@ -79,6 +81,7 @@ class StepConfig:
     ema_decay: float = 0.999
     compute_dtype: str = "float32"
     lpips_net: str = "vgg"
+    lc: LCSettings | None = None
 
     def __post_init__(self) -> None:
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -93,6 +96,10 @@ class StepConfig:
     @property
     def dtype(self) -> Any:
         return COMPUTE_DTYPES[self.compute_dtype]
+
+    def build_model(self, dtype: Any = None) -> WFVAE:
+        """The generator module: WF-VAE, or LC-VAE when ``lc`` is set (same parameters)."""
+        return build_model(self.model, self.lc, self.dtype if dtype is None else dtype)
 
     @property
     def uses_lpips(self) -> bool:
@@ -136,7 +143,7 @@ def generator_update(
       plus ``train/grad_norm`` (global norm of the averaged gradient, before clipping),
       ``train/param_norm`` and ``train/latent_std`` (std of the posterior mean).
     """
-    model = WFVAE(cfg.model, cfg.dtype)
+    model = cfg.build_model()
     disc = make_discriminator(cfg.loss, cfg.disc_ndf, cfg.dtype)
     k_sample, k_drop = _keys(state, 2)
     use_wl = cfg.loss.wavelet_weight > 0
@@ -207,7 +214,7 @@ def discriminator_update(
       ``train/logits_fake`` and ``train/disc_grad_norm``.
     """
     del lpips_params
-    model = WFVAE(cfg.model, cfg.dtype)
+    model = cfg.build_model()
     disc = make_discriminator(cfg.loss, cfg.disc_ndf, cfg.dtype)
     k_sample, k_real, k_fake = _keys(state, 3)
     out = model.apply(
@@ -313,7 +320,7 @@ def build_train_steps(cfg: StepConfig, mesh: Mesh, parallelism: str = "gspmd") -
     def init(rng):
         return create_train_state(cfg.model, cfg.loss, cfg.optim, disc_ndf=cfg.disc_ndf, rng=rng)
 
-    model = WFVAE(cfg.model)
+    model = cfg.build_model(jnp.float32)
 
     def reconstruct(params, video):
         out = model.apply({"params": params}, video, sample_posterior=False)
