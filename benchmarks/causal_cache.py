@@ -68,7 +68,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="measure this wfvae_jax package directory (e.g. a patched copy) instead of the "
         "installed one",
     )
-    p.add_argument("--from-json", default=None, help="only print the tables of a saved run")
+    p.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        help="only print the tables of saved run(s); several files are merged (later files "
+        "replace earlier results of the same T, op and mode; frames and ops are united)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.frames, args.warm_runs = 64, "17,33", 2
@@ -345,14 +351,40 @@ def goals(args: argparse.Namespace, per: dict) -> str:
     )
 
 
+def merge_saved(paths: list[str]) -> tuple[argparse.Namespace, list[dict[str, Any]]]:
+    """Arguments and results of saved runs, merged (see ``--from-json``)."""
+    merged: dict[tuple[int, str, str], dict[str, Any]] = {}
+    base: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as f:
+            saved = json.load(f)
+        a = saved["args"]
+        if not base:
+            base = dict(a)
+        else:
+            for key in ("model", "size", "dtype", "enc_chunk", "dec_chunk"):
+                if a.get(key) != base.get(key):
+                    raise ValueError(f"{path}: {key}={a.get(key)!r} differs from {base[key]!r}")
+            if a.get("code", {}).get("sha256_py") != base.get("code", {}).get("sha256_py"):
+                C.log(f"note: {path} measured other sources ({a.get('code')})")
+            base["frames"] = sorted(set(base["frames"]) | set(a["frames"]))
+            base["ops"] = [o for o in ("encode", "decode") if o in set(base["ops"]) | set(a["ops"])]
+            base["warm_runs"] = max(base["warm_runs"], a["warm_runs"])
+        for r in saved["results"]:
+            sp = r["spec"]
+            key = (sp["frames"], sp["op"], sp["mode"])
+            if key not in merged or "error" not in r and "skipped" not in r:
+                merged[key] = r
+    return argparse.Namespace(**base), list(merged.values())
+
+
 def main(argv: list[str]) -> None:
     if C.child_main(argv):
         return
     args = parse_args(argv)
     if args.from_json:
-        with open(args.from_json) as f:
-            saved = json.load(f)
-        print(tables(argparse.Namespace(**saved["args"]), saved["results"]), flush=True)
+        saved_args, results = merge_saved(args.from_json)
+        print(tables(saved_args, results), flush=True)
         return
     t0 = time.time()
     results = run_sweep(args)
