@@ -221,16 +221,23 @@ def tables(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
             )
     mem_unit = "device MiB" if any(r.get("mem_kind") == "device" for r in results) else "RSS MiB"
     info = next((r for r in results if "backend" in r), {})
+    chunks = {
+        op: sorted({r["spec"]["t_chunk"] for r in results if r["spec"]["op"] == op} - {None})
+        for op in ("encode", "decode")
+    }
+    enc_c = "/".join(map(str, chunks["encode"])) or args.enc_chunk
+    dec_c = "/".join(map(str, chunks["decode"])) or args.dec_chunk
+    code = C.code_line(getattr(args, "code", {}))
+    if getattr(args, "code_notes", None):
+        code = "Merged runs: " + " ".join(args.code_notes)
     head = (
         f"### Causal Cache: {args.model}, {args.size}x{args.size}, {args.dtype}, batch 1, "
-        f"random weights; encoder t_chunk={args.enc_chunk} frames, decoder t_chunk="
-        f"{args.dec_chunk} latent frames\n\n"
+        f"random weights; encoder t_chunk={enc_c} frames, decoder t_chunk="
+        f"{dec_c} latent frames\n\n"
         f"Backend: {info.get('backend', '?')} ({info.get('device', '?')}), "
         f"{info.get('cpu_count', '?')} CPUs, jax {info.get('jax', '?')}. "
         f"Warm = median of up to {args.warm_runs} runs; first = compile + first run; "
-        "enc+dec: times summed, peak = max of the two (separate processes). "
-        + C.code_line(getattr(args, "code", {}))
-        + "\n"
+        "enc+dec: times summed, peak = max of the two (separate processes). " + code + "\n"
     )
     t_table = C.markdown_table(
         [
@@ -355,6 +362,7 @@ def merge_saved(paths: list[str]) -> tuple[argparse.Namespace, list[dict[str, An
     """Arguments and results of saved runs, merged (see ``--from-json``)."""
     merged: dict[tuple[int, str, str], dict[str, Any]] = {}
     base: dict[str, Any] = {}
+    notes: list[str] = []
     for path in paths:
         with open(path) as f:
             saved = json.load(f)
@@ -362,19 +370,25 @@ def merge_saved(paths: list[str]) -> tuple[argparse.Namespace, list[dict[str, An
         if not base:
             base = dict(a)
         else:
-            for key in ("model", "size", "dtype", "enc_chunk", "dec_chunk"):
+            for key in ("model", "size", "dtype"):
                 if a.get(key) != base.get(key):
                     raise ValueError(f"{path}: {key}={a.get(key)!r} differs from {base[key]!r}")
-            if a.get("code", {}).get("sha256_py") != base.get("code", {}).get("sha256_py"):
-                C.log(f"note: {path} measured other sources ({a.get('code')})")
             base["frames"] = sorted(set(base["frames"]) | set(a["frames"]))
             base["ops"] = [o for o in ("encode", "decode") if o in set(base["ops"]) | set(a["ops"])]
             base["warm_runs"] = max(base["warm_runs"], a["warm_runs"])
+        modes = sorted({r["spec"]["mode"] for r in saved["results"]})
+        ops = sorted({r["spec"]["op"] for r in saved["results"]})
+        notes.append(
+            f"[{os.path.basename(path)}: {'+'.join(ops)} {'+'.join(modes)}] "
+            + C.code_line(a.get("code", {}))
+        )
         for r in saved["results"]:
             sp = r["spec"]
             key = (sp["frames"], sp["op"], sp["mode"])
             if key not in merged or "error" not in r and "skipped" not in r:
                 merged[key] = r
+    if len(paths) > 1:
+        base["code_notes"] = notes
     return argparse.Namespace(**base), list(merged.values())
 
 

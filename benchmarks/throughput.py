@@ -64,7 +64,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="measure this wfvae_jax package directory (e.g. a patched copy) instead of the "
         "installed one",
     )
-    p.add_argument("--from-json", default=None, help="only print the table of a saved run")
+    p.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        help="only print the table of saved run(s); several files are concatenated",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.sizes, args.dtypes, args.warm_runs = "WF-VAE-S", "128", "float32", 2
@@ -220,10 +225,17 @@ def main(argv: list[str]) -> None:
         return
     args = parse_args(argv)
     if args.from_json:
-        with open(args.from_json) as f:
-            saved = json.load(f)
-        a = argparse.Namespace(**saved["args"])
-        print(table(a, saved["results"], saved.get("note", "")), flush=True)
+        runs = []
+        for path in args.from_json:
+            with open(path) as f:
+                runs.append(json.load(f))
+        a = argparse.Namespace(**runs[0]["args"])
+        a.warm_runs = max(r["args"]["warm_runs"] for r in runs)
+        codes = {r["args"].get("code", {}).get("sha256_py") for r in runs}
+        if len(codes) > 1:
+            C.log(f"note: the runs measured different sources: {sorted(map(str, codes))}")
+        results = [x for r in runs for x in r["results"]]
+        print(table(a, results, runs[0].get("note", "")), flush=True)
         return
     t0 = time.time()
     results, note = run_sweep(args)
