@@ -15,17 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.config import WFVAEConfig, nearest_valid_num_frames  # noqa: F401 (re-export)
 from wfvae_jax.model import WFVAE
 from wfvae_jax.posterior import DiagonalGaussian
 
 Params = Any
-
-
-def nearest_valid_num_frames(t: int) -> int:
-    """The nearest frame count of the form ``1 + 4k`` (ties go down), at least 1."""
-    k = max(round((t - 1) / 4 - 1e-9), 0)
-    return 1 + 4 * k
 
 
 def _check_finite(x: Any, what: str) -> None:
@@ -51,11 +45,7 @@ def validate_video(video: Any, config: WFVAEConfig | None = None) -> None:
     if c != 3:
         hint = " (channels-first input? move axis 1 to the end)" if shape[1] == 3 else ""
         raise ValueError(f"video must have 3 channels (RGB) last, got {c}{hint}; shape {shape}")
-    if t < 1 or (t - 1) % 4:
-        raise ValueError(
-            f"video must have T = 1 + 4k frames, got T={t}; nearest valid T is "
-            f"{nearest_valid_num_frames(t)}"
-        )
+    (config or WFVAEConfig()).check_num_frames(t)
     if h % 8 or w % 8 or h == 0 or w == 0:
         raise ValueError(f"H and W must be positive multiples of 8, got H={h}, W={w}")
     _check_finite(video, "video")

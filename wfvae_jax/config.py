@@ -94,9 +94,49 @@ class WFVAEConfig:
                 if getattr(self, key) % 32:
                     raise ValueError(f"groupnorm uses 32 groups: {key} must be divisible by 32")
 
-    # Temporal and spatial compression of the supported architecture.
-    temporal_downsample: int = dataclasses.field(default=4, init=False, repr=False)
-    spatial_downsample: int = dataclasses.field(default=8, init=False, repr=False)
+    # ---- The frame-count rule: the one place that knows how T maps to latent frames. ----
+
+    @property
+    def temporal_downsample(self) -> int:
+        """Video frames per latent frame after the first: 4, or 8 when level 1 also halves time.
+
+        Source: reference ``WFVAEModel.__init__`` (``temporal_uptimes``).
+        """
+        return 8 if self.l1_dowmsample_block == "Spatial2xTime2x3DDownsample" else 4
+
+    @property
+    def spatial_downsample(self) -> int:
+        """Pixels per latent position along H and W (always 8)."""
+        return 8
+
+    def is_valid_num_frames(self, t: int) -> bool:
+        """Whether ``t`` video frames have the causal form ``1 + k * temporal_downsample``."""
+        return t >= 1 and (t - 1) % self.temporal_downsample == 0
+
+    def nearest_num_frames(self, t: int) -> int:
+        """The nearest valid video frame count ``1 + k * temporal_downsample`` (ties go down)."""
+        return nearest_valid_num_frames(t, self.temporal_downsample)
+
+    def check_num_frames(self, t: int, what: str = "video") -> None:
+        """Raises ValueError unless ``t`` is ``1 + k * temporal_downsample``; names the nearest."""
+        if not self.is_valid_num_frames(t):
+            d = self.temporal_downsample
+            raise ValueError(
+                f"{what} must have T = 1 + {d}k frames, got T={t}; nearest valid T is "
+                f"{self.nearest_num_frames(t)}"
+            )
+
+    def latent_frames(self, t: int) -> int:
+        """Latent frames for ``t`` (valid) video frames: ``1 + (t - 1) / temporal_downsample``."""
+        return 1 + (t - 1) // self.temporal_downsample
+
+    def video_frames(self, t_latent: int) -> int:
+        """Decoded video frames for ``t_latent`` latent frames: ``1 + (t_latent - 1) * d``."""
+        return 1 + (t_latent - 1) * self.temporal_downsample
+
+    def latent_chunk(self, t_chunk: int) -> int:
+        """Decoder chunk (latent frames) matching an encoder chunk of ``t_chunk`` video frames."""
+        return max(t_chunk // self.temporal_downsample, 1)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WFVAEConfig:
@@ -173,6 +213,13 @@ NAMED_CONFIGS: dict[str, WFVAEConfig] = {
         decoder_energy_flow_hidden_size=16,
     ),
 }
+
+
+def nearest_valid_num_frames(t: int, temporal_downsample: int = 4) -> int:
+    """The nearest frame count ``1 + k * temporal_downsample`` (ties go down), at least 1."""
+    d = temporal_downsample
+    k = max(round((t - 1) / d - 1e-9), 0)
+    return 1 + d * k
 
 
 def get_config(name: str) -> WFVAEConfig:

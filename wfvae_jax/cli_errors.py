@@ -1,0 +1,79 @@
+"""How every command-line tool reports a user mistake: one ``error:`` line plus a hint, exit 2.
+
+A user error (a missing file, a bad flag value, a config typo) is raised as :class:`UserError` or as
+one of :data:`USER_ERRORS` by the library, and :func:`run` prints it as::
+
+    error: --num_frames must be 1 + 4k, got 32; nearest valid is 33
+    hint: pass --num_frames 33
+
+Only an unexpected failure prints a traceback; ``--debug`` always does. Ctrl-C prints one line
+(plus what the command's ``on_interrupt`` says, e.g. which checkpoint to resume from) and exits 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+
+class UserError(Exception):
+    """A mistake the user can fix; ``hint`` says how (printed on its own ``hint:`` line)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+# Exceptions the library raises for bad input (ValueError: shapes, frame counts, config fields;
+# OSError subclasses: paths). They are user errors when they reach a command's top level.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def format_error(e: BaseException) -> str:
+    """The ``error:`` (+ ``hint:``) lines for a user error."""
+    msg = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in msg:
+        msg = f"{msg}: {e.filename}"
+    lines = [f"error: {msg}"]
+    hint = getattr(e, "hint", None)
+    if hint:
+        lines.append(f"hint: {hint}")
+    return "\n".join(lines)
+
+
+def run(
+    main: Callable[[Sequence[str]], Any],
+    argv: Sequence[str] | None = None,
+    *,
+    on_interrupt: Callable[[], str | None] | None = None,
+) -> NoReturn:
+    """Runs ``main(argv)`` and exits: 0 on success, 2 on a user error, 130 on Ctrl-C.
+
+    ``--debug`` anywhere in ``argv`` is removed and makes every error show its traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        rc = main(argv)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(format_error(e), file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        extra = on_interrupt() if on_interrupt is not None else None
+        print("interrupted" + (f"; {extra}" if extra else ""), file=sys.stderr)
+        sys.exit(130)
+    sys.exit(int(rc or 0))
