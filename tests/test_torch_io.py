@@ -12,7 +12,10 @@ import io
 import json
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import ml_dtypes
@@ -27,6 +30,8 @@ from wfvae_jax.torch_io import (
     load_torch_pickle,
     select_generator_state_dict,
 )
+
+from . import zip_bomb
 
 DATA = Path(__file__).parent / "data" / "torch_io"
 
@@ -390,3 +395,118 @@ def test_safetensors_file_and_release_dir(tmp_path):
     want = dict(tensors, bf16=tensors["bf16"].astype(np.float32))
     _assert_same_arrays(load_state_dict(release), want)
     _assert_same_arrays(load_state_dict(release / "diffusion_pytorch_model.safetensors"), want)
+
+
+# --- bounded memory, zip bombs, truncated files ------------------------------------------------
+
+ZIP_BOMB = Path(__file__).parent / "zip_bomb.py"
+
+
+def _load_in_subprocess(path: Path) -> dict:
+    """Loads ``path`` in a fresh process; its peak RSS (VmHWM) before and after the load, MiB."""
+    out = subprocess.run(
+        [sys.executable, str(ZIP_BOMB), "--load", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        cwd=Path(__file__).parents[1],
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_zip_bomb_is_refused_before_inflating(tmp_path):
+    # ~2 MB on disk, one record that inflates to 2 GiB; the pickle declares the same 2 GiB tensor.
+    bomb = zip_bomb.write_zip_bomb(tmp_path / "bomb.ckpt", 2 << 30)
+    assert bomb.stat().st_size < 3 << 20
+    with pytest.raises(ValueError, match="zip bomb"):
+        load_torch_pickle(bomb)
+    got = _load_in_subprocess(bomb)
+    assert got["outcome"].startswith("CheckpointError") and "zip bomb" in got["outcome"]
+    # Under 2x the file size (nothing is inflated); before the fix this peaked at ~4.3 GB.
+    assert got["peak_rss_mib"] - got["peak_rss_mib_before_load"] < 2 * bomb.stat().st_size / 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_honest_checkpoint_loads_in_about_its_own_size(tmp_path):
+    path = zip_bomb.write_stored_checkpoint(tmp_path / "big.ckpt", 64 << 20)
+    got = _load_in_subprocess(path)
+    assert got["outcome"] == f"loaded {64 << 20:,} bytes"
+    # One copy of the tensor plus a read piece; reading the record into bytes and then copying
+    # it into the tensor (the old reader) needs twice the tensor.
+    assert got["peak_rss_mib"] - got["peak_rss_mib_before_load"] < 1.5 * 64
+    w = load_torch_pickle(path)["w"]
+    np.testing.assert_array_equal(w[[0, 1, -1]], [0.0, 1.0, (1 << 24) - 1])
+
+
+def test_stored_entry_whose_sizes_disagree_is_refused(tmp_path):
+    pkl = zip_bomb.pickle_one_tensor(4)
+    path = zip_bomb.write_zip(
+        tmp_path / "lying.pt",
+        [
+            ("archive/data.pkl", pkl, 0, len(pkl), zlib.crc32(pkl)),
+            ("archive/data/0", b"\0" * 16, 0, 1 << 30, 0),  # stored, declares 1 GiB, holds 16
+        ],
+    )
+    with pytest.raises(torch_io.CheckpointError, match="declares 1073741824 bytes but holds 16"):
+        load_torch_pickle(path)
+
+
+def test_record_shorter_than_its_tensor_is_refused_before_reading(tmp_path):
+    pkl = zip_bomb.pickle_one_tensor(1000)
+    raw = b"\0" * 16
+    path = zip_bomb.write_zip(
+        tmp_path / "short.pt",
+        [
+            ("archive/data.pkl", pkl, 0, len(pkl), zlib.crc32(pkl)),
+            ("archive/data/0", raw, 0, len(raw), zlib.crc32(raw)),
+        ],
+    )
+    with pytest.raises(torch_io.CheckpointError, match="holds 16 bytes, needs 1000 x 4"):
+        load_torch_pickle(path)
+
+
+@pytest.mark.parametrize("cut", ["end", "crc"])
+def test_truncated_or_corrupt_torch_file_names_it_and_suggests_a_download(tmp_path, cut):
+    raw = bytearray((DATA / "train_ema.ckpt").read_bytes())
+    if cut == "end":  # a download that stopped early: no zip directory at the end
+        raw = raw[: len(raw) * 2 // 3]
+    else:  # a flipped byte inside a tensor record: its CRC no longer matches
+        with zipfile.ZipFile(DATA / "train_ema.ckpt") as zf:
+            info = next(i for i in zf.infolist() if "/data/" in i.filename and i.file_size > 64)
+        # The data follows the local header, whose name/extra lengths are at bytes 26..29
+        # (torch pads the local extra field, so the central directory's lengths differ).
+        name_len, extra_len = struct.unpack(
+            "<HH", raw[info.header_offset + 26 : info.header_offset + 30]
+        )
+        raw[info.header_offset + 30 + name_len + extra_len + 8] ^= 0xFF
+    path = tmp_path / "part.ckpt"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="incomplete download") as e:
+        load_state_dict(path)
+    assert str(path) in str(e.value)
+
+
+def test_truncated_safetensors_is_a_clear_error_not_a_safetensors_error(tmp_path):
+    from safetensors import SafetensorError
+
+    save_file({"w": np.zeros(1000, np.float32)}, tmp_path / "w.safetensors")
+    raw = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "w.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="incomplete download") as e:
+        load_state_dict(tmp_path / "w.safetensors")
+    assert not isinstance(e.value, SafetensorError)
+    assert "w.safetensors" in str(e.value)
+
+
+def test_restricted_load_reads_numpy_pickles_and_refuses_code():
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [3, "x"]}
+    got = torch_io.restricted_load(io.BytesIO(pickle.dumps(arrays)), torch_io.NUMPY_ARRAY_GLOBALS)
+    np.testing.assert_array_equal(got["a"], arrays["a"])
+    assert got["b"][1] == "x"
+    with pytest.raises(pickle.UnpicklingError, match="refused global 'builtins.print'"):
+        torch_io.restricted_load(io.BytesIO(pickle.dumps(print)), torch_io.NUMPY_ARRAY_GLOBALS)
+    # The torch allowlist does not admit numpy's reconstructor, nor the numpy one torch's.
+    with pytest.raises(torch_io.CheckpointError, match="_reconstruct"):
+        torch_io.restricted_load(io.BytesIO(pickle.dumps(arrays)))

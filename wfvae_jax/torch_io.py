@@ -1,26 +1,30 @@
 """Read PyTorch checkpoints into numpy without torch and without running pickled code.
 
-Supported inputs (see :func:`load_state_dict`):
+Supported files (see :func:`load_state_dict`):
 
 * ``*.safetensors`` files, read with ``safetensors.numpy``;
-* a release directory (``config.json`` + ``diffusion_pytorch_model.safetensors``, the layout of the
-  published WF-VAE weights); only the safetensors file is read here;
+* sharded safetensors: a ``*.safetensors.index.json`` (``{"weight_map": {name: shard file}}``, as
+  diffusers/transformers write with ``max_shard_size``) and the shard files next to it;
 * torch zip-format files (``torch.save``'s default since torch 1.6) named ``*.ckpt``, ``*.pt``,
   ``*.pth`` or ``*.bin``, e.g. the reference's training checkpoints (``train_ddp.py``'s
   ``save_checkpoint``) and torchvision-style state dicts.
 
-Legacy (pre-1.6, non-zip) torch files are refused with a ``ValueError``.
+Which file of a checkpoint *directory* holds the weights is a layout question, answered by
+:mod:`wfvae_jax.checkpoint` (the one owner of on-disk layouts); :func:`load_state_dict` asks it.
+Legacy (pre-1.6, non-zip) torch files are refused with a ``ValueError``; so are truncated or
+corrupt files, with a message naming the file and suggesting an incomplete download.
 
 Security model
 --------------
 A torch zip checkpoint is a zip archive holding ``<root>/data.pkl`` (a pickle of the object tree)
 and ``<root>/data/<key>`` (raw little/big-endian tensor bytes; ``<root>/byteorder`` says which).
 Unpickling normally imports and calls any global the pickle names, so a hostile file can run
-arbitrary code (``os.system``, ``builtins.eval``, ...). Here ``data.pkl`` is read by
-``_RestrictedUnpickler``, whose ``find_class`` resolves only an explicit allowlist and raises
-``pickle.UnpicklingError`` naming any other global. ``find_class`` is the only route by which a
+arbitrary code (``os.system``, ``builtins.eval``, ...). Here every pickle is read by
+:class:`RestrictedUnpickler`, whose ``find_class`` resolves only an explicit allowlist and raises
+:class:`CheckpointError` naming any other global. ``find_class`` is the only route by which a
 pickle can reach a callable (GLOBAL, STACK_GLOBAL, INST and the EXT opcodes all go through it), and
-REDUCE/NEWOBJ/BUILD can only act on what it returned, so no code outside this allowlist runs:
+REDUCE/NEWOBJ/BUILD can only act on what it returned, so no code outside the allowlist runs. The
+torch allowlist (:data:`ALLOWED_GLOBALS`):
 
 * ``collections.OrderedDict`` -- ``state_dict()`` returns one (with a ``_metadata`` attribute
   restored through BUILD, which is plain data);
@@ -40,7 +44,21 @@ REDUCE/NEWOBJ/BUILD can only act on what it returned, so no code outside this al
   :class:`TorchDtype` markers).
 
 Every substitute is an immutable builtin type or an immutable NamedTuple instance, so a crafted
-BUILD opcode cannot mutate state shared between loads. Nothing from torch is imported.
+BUILD opcode cannot mutate state shared between loads. Nothing from torch is imported. The same
+unpickler with :data:`NUMPY_ARRAY_GLOBALS` reads plain pickles of numpy arrays (the I3D weights of
+``wfvae_jax.metrics.i3d``).
+
+Bounded memory (zip bombs)
+--------------------------
+``torch.save`` stores every record uncompressed (``ZIP_STORED``), so the bytes an archive declares
+(the uncompressed sizes in its central directory) are at most its file size. Before anything is
+read, an archive whose declared sizes add up to more than :data:`MAX_EXPANSION` (16) times the file
+size (plus 1 MiB) is refused, as is a stored entry whose compressed and uncompressed sizes differ.
+Each storage record is checked against the tensor metadata before it is read (it must hold the
+``numel x itemsize`` bytes its persistent id declares) and then read in 16 MiB pieces straight into
+the array that becomes the tensor, reading no more than the metadata declares. A tensor that is its
+whole storage (the usual case) is that array, not a copy. So loading needs about the file size
+(plus one piece), and a 2 MB archive that inflates to gigabytes is refused without inflating it.
 
 Dtypes: numpy has no native bfloat16, so bfloat16 tensors are widened to float32 (exact: every
 bfloat16 value is a float32 value) via ``ml_dtypes``; float16 stays float16, other dtypes map 1:1.
@@ -49,12 +67,15 @@ bfloat16 value is a float32 value) via ``ml_dtypes``; float16 stays float16, oth
 from __future__ import annotations
 
 import collections
+import json
+import math
 import os
 import pickle
 import re
 import sys
 import types
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,12 +83,25 @@ from typing import Any, NamedTuple
 import ml_dtypes
 import numpy as np
 
-RELEASE_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-RELEASE_CONFIG_NAME = "config.json"
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
+
+# Declared (uncompressed) bytes allowed per byte of archive; torch.save writes stored records, so
+# a real checkpoint declares at most its own size.
+MAX_EXPANSION = 16
+_EXPANSION_SLACK = 1 << 20
+_READ_PIECE = 16 << 20
 
 _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
+_INCOMPLETE = "the file may be truncated or corrupt (an incomplete download?); download it again"
+
+
+class CheckpointError(pickle.UnpicklingError, ValueError):
+    """A checkpoint file that is refused: disallowed pickle contents, malformed tensors, a zip
+    bomb, or a truncated/corrupt file. A ``ValueError``, so command-line tools print it as one
+    ``error:`` line; a ``pickle.UnpicklingError`` for callers that catch those."""
 
 
 def _widen(array: np.ndarray) -> np.ndarray:
@@ -145,11 +179,11 @@ def _check_int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, tuple) or not all(
         type(v) is int and v >= 0 for v in value
     ):  # bool is an int subclass; exclude it with `type(v) is int`
-        raise pickle.UnpicklingError(f"tensor {what} must be a tuple of ints >= 0, got {value!r}")
+        raise CheckpointError(f"tensor {what} must be a tuple of ints >= 0, got {value!r}")
     return value
 
 
-def _rebuild_tensor_v2(
+def _rebuild_tensor_v2_raw(
     storage: Any,
     storage_offset: Any,
     size: Any,
@@ -158,35 +192,56 @@ def _rebuild_tensor_v2(
     backward_hooks: Any = None,
     metadata: Any = None,
 ) -> np.ndarray:
-    """Substitute for ``torch._utils._rebuild_tensor_v2``: a contiguous numpy copy of the view.
+    """Substitute for ``torch._utils._rebuild_tensor_v2``: a C-contiguous numpy array of the view.
+
+    Keeps bfloat16 as ``ml_dtypes.bfloat16`` (:func:`_rebuild_tensor_v2` widens it).
 
     ``storage`` is the flat array from ``persistent_load``; ``size``/``stride`` are in elements.
-    Raises ``pickle.UnpicklingError`` if the view would read outside the storage.
+    A tensor that is its whole storage in C order is returned as a reshape of the storage (no
+    copy; tensors sharing that storage in the file then share memory, as in torch); any other
+    view is copied. Raises :class:`CheckpointError` if the view would read outside the storage.
     """
     del requires_grad, backward_hooks, metadata  # autograd state has no numpy meaning
     if not isinstance(storage, np.ndarray) or storage.ndim != 1:
-        raise pickle.UnpicklingError("tensor storage must come from a persistent id")
+        raise CheckpointError("tensor storage must come from a persistent id")
     if type(storage_offset) is not int or storage_offset < 0:
-        raise pickle.UnpicklingError(f"bad tensor storage offset {storage_offset!r}")
+        raise CheckpointError(f"bad tensor storage offset {storage_offset!r}")
     size = _check_int_tuple(size, "size")
     stride = _check_int_tuple(stride, "stride")
     if len(size) != len(stride):
-        raise pickle.UnpicklingError(f"tensor size {size} and stride {stride} differ in rank")
+        raise CheckpointError(f"tensor size {size} and stride {stride} differ in rank")
     if 0 in size:
-        return _widen(np.empty(size, dtype=storage.dtype))
+        return np.empty(size, dtype=storage.dtype)
     last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     # as_strided does no bounds checking; an unchecked view would read foreign memory.
     if last >= storage.shape[0]:
-        raise pickle.UnpicklingError(
+        raise CheckpointError(
             f"tensor view (offset {storage_offset}, size {size}, stride {stride}) exceeds its "
             f"storage of {storage.shape[0]} elements"
         )
+    if storage_offset == 0 and math.prod(size) == storage.shape[0] and _c_order(size, stride):
+        return storage.reshape(size)
     base = storage[storage_offset:]
     view = np.lib.stride_tricks.as_strided(
         base, shape=size, strides=tuple(s * storage.itemsize for s in stride), writeable=False
     )
     # np.array, not np.ascontiguousarray: the latter turns 0-d (scalar) tensors into shape (1,).
-    return _widen(np.array(view, copy=True, order="C"))
+    return np.array(view, copy=True, order="C")
+
+
+def _rebuild_tensor_v2(*args: Any) -> np.ndarray:
+    """:func:`_rebuild_tensor_v2_raw` with bfloat16 widened (exactly) to float32."""
+    return _widen(_rebuild_tensor_v2_raw(*args))
+
+
+def _c_order(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Whether ``stride`` walks ``size`` in C order (strides of size-1 dims do not matter)."""
+    expected = 1
+    for n, st in zip(reversed(size), reversed(stride), strict=True):
+        if n != 1 and st != expected:
+            return False
+        expected *= n
+    return True
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None) -> Any:
@@ -204,7 +259,7 @@ def _rebuild_parameter_with_state(
 def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     """Substitute for ``_codecs.encode``, which protocol 2 uses to pickle ``bytes``."""
     if not isinstance(text, str) or encoding != "latin1":
-        raise pickle.UnpicklingError("_codecs.encode is allowed only as encode(str, 'latin1')")
+        raise CheckpointError("_codecs.encode is allowed only as encode(str, 'latin1')")
     return text.encode("latin1")
 
 
@@ -239,17 +294,48 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 
 
 ALLOWED_GLOBALS: Mapping[tuple[str, str], Any] = types.MappingProxyType(_allowed_globals())
+_REBUILD_TENSOR = ("torch._utils", "_rebuild_tensor_v2")
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for torch's ``data.pkl`` that resolves only :data:`ALLOWED_GLOBALS`."""
+try:
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct
 
-    def __init__(self, file: Any, archive: zipfile.ZipFile, root: str, byteorder: str) -> None:
+# What ``pickle.dump`` of plain numpy arrays (and dicts/lists of them) needs.
+NUMPY_ARRAY_GLOBALS: Mapping[tuple[str, str], Any] = types.MappingProxyType(
+    {
+        ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals in ``allowed`` (see the module docstring).
+
+    Args:
+      file: a binary file object holding the pickle.
+      allowed: ``{(module, name): object}``; default :data:`ALLOWED_GLOBALS` (torch checkpoints).
+      what: how error messages name the file.
+      allows: how error messages describe what ``allowed`` admits.
+
+    Any other global raises :class:`CheckpointError` naming it, before anything is called.
+    """
+
+    def __init__(
+        self,
+        file: Any,
+        allowed: Mapping[tuple[str, str], Any] | None = None,
+        what: str = "pickle",
+        allows: str = "tensors and plain data",
+    ) -> None:
         super().__init__(file)
-        self._archive = archive
-        self._root = root
-        self._byteorder = byteorder
-        self._storages: dict[str, np.ndarray] = {}
+        self._allowed = ALLOWED_GLOBALS if allowed is None else allowed
+        self._what = what
+        self._allows = allows
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocol 2 (torch's default) writes Python 2 module names; the stock find_class maps
@@ -257,54 +343,137 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "__builtin__":
             module = "builtins"
         try:
-            return ALLOWED_GLOBALS[(module, name)]
+            return self._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refused global '{module}.{name}': not in the torch_io allowlist "
-                "(the checkpoint holds objects other than tensors and plain data)"
+            raise CheckpointError(
+                f"refused global '{module}.{name}' in {self._what}: only {self._allows} are "
+                "allowed (nothing in the file was run)"
             ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise CheckpointError(f"unsupported persistent id {pid!r} in {self._what}")
+
+
+def restricted_load(
+    file: Any,
+    allowed: Mapping[tuple[str, str], Any] | None = None,
+    what: str = "pickle",
+    allows: str = "tensors and plain data",
+) -> Any:
+    """``pickle.load`` through :class:`RestrictedUnpickler` (only ``allowed`` globals resolve).
+
+    Raises:
+      CheckpointError: a refused global, or a pickle that is truncated or malformed.
+    """
+    try:
+        return RestrictedUnpickler(file, allowed, what, allows).load()
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as e:
+        raise CheckpointError(f"{what} is not a readable pickle ({e}); {_INCOMPLETE}") from e
+
+
+class _TorchUnpickler(RestrictedUnpickler):
+    """Reads torch's ``data.pkl``; storages come from the archive's ``data/<key>`` records."""
+
+    def __init__(
+        self,
+        file: Any,
+        archive: zipfile.ZipFile,
+        root: str,
+        byteorder: str,
+        what: str,
+        widen_bfloat16: bool = True,
+    ) -> None:
+        allowed = ALLOWED_GLOBALS
+        if not widen_bfloat16:
+            allowed = types.MappingProxyType(
+                {**allowed, _REBUILD_TENSOR: _Callable(_rebuild_tensor_v2_raw)}
+            )
+        super().__init__(file, allowed, what)
+        self._archive = archive
+        self._root = root
+        self._byteorder = byteorder
+        self._storages: dict[str, np.ndarray] = {}
 
     def persistent_load(self, pid: Any) -> np.ndarray:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+            raise CheckpointError(f"unsupported persistent id {pid!r}")
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"persistent id names no storage type: {storage_type!r}")
+            raise CheckpointError(f"persistent id names no storage type: {storage_type!r}")
         if not isinstance(key, str) or type(numel) is not int or numel < 0:
-            raise pickle.UnpicklingError(f"bad storage key/numel in persistent id {pid!r}")
+            raise CheckpointError(f"bad storage key/numel in persistent id {pid!r}")
         cached = self._storages.get(key)
         if cached is not None:
             if cached.dtype != storage_type.dtype:
-                raise pickle.UnpicklingError(f"storage {key} is used with two dtypes")
+                raise CheckpointError(f"storage {key} is used with two dtypes")
             return cached
-        record = f"{self._root}/data/{key}"
-        try:
-            raw = self._archive.read(record)
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"storage record {record!r} missing from archive"
-            ) from None
-        dtype = storage_type.dtype
-        if len(raw) < numel * dtype.itemsize:
-            raise pickle.UnpicklingError(
-                f"storage record {record!r} holds {len(raw)} bytes, needs {numel} x "
-                f"{dtype.itemsize}"
-            )
-        flat = np.frombuffer(raw, dtype=dtype, count=numel)
-        if self._byteorder != sys.byteorder:
-            flat = flat.byteswap()
+        flat = self._read_storage(f"{self._root}/data/{key}", storage_type.dtype, numel)
         self._storages[key] = flat
         return flat
+
+    def _read_storage(self, record: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        """Checks ``record``'s declared size against ``numel`` x itemsize, then reads that many
+        bytes in pieces into a fresh array (never more than the metadata declares)."""
+        try:
+            info = self._archive.getinfo(record)
+        except KeyError:
+            raise CheckpointError(f"storage record {record!r} missing from archive") from None
+        nbytes = numel * dtype.itemsize
+        if info.file_size < nbytes:
+            raise CheckpointError(
+                f"storage record {record!r} holds {info.file_size} bytes, needs {numel} x "
+                f"{dtype.itemsize}; {_INCOMPLETE}"
+            )
+        buf = np.empty(nbytes, np.uint8)
+        view = memoryview(buf)
+        with self._archive.open(info) as f:
+            done = 0
+            while done < nbytes:
+                got = f.readinto(view[done : done + _READ_PIECE])
+                if not got:
+                    raise CheckpointError(
+                        f"storage record {record!r} ended after {done} of {nbytes} bytes; "
+                        f"{_INCOMPLETE}"
+                    )
+                done += got
+        flat = buf.view(dtype)
+        if self._byteorder != sys.byteorder:
+            flat.byteswap(inplace=True)
+        return flat
+
+
+def _check_declared_sizes(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuses archives that declare far more bytes than they hold (see the module docstring)."""
+    file_size = path.stat().st_size
+    declared = 0
+    for info in archive.infolist():
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise CheckpointError(
+                f"{path}: stored zip entry {info.filename!r} declares {info.file_size} bytes but "
+                f"holds {info.compress_size}; {_INCOMPLETE}"
+            )
+        declared += info.file_size
+    limit = MAX_EXPANSION * file_size + _EXPANSION_SLACK
+    if declared > limit:
+        raise CheckpointError(
+            f"{path}: refused, its zip entries declare {declared:,} bytes uncompressed but the "
+            f"file is {file_size:,} bytes (over {MAX_EXPANSION}x); torch.save writes "
+            "uncompressed records, so this is a zip bomb or not a torch checkpoint"
+        )
 
 
 _DATA_PKL = re.compile(r"^([^/]+)/data\.pkl$")
 
 
-def load_torch_pickle(path: str | os.PathLike) -> Any:
+def load_torch_pickle(path: str | os.PathLike, widen_bfloat16: bool = True) -> Any:
     """Load a torch zip-format checkpoint as a plain Python tree with numpy arrays for tensors.
 
     Args:
         path: a file written by ``torch.save`` (zip format, torch >= 1.6), any extension.
+        widen_bfloat16: widen bfloat16 tensors to float32 (default); ``False`` keeps them as
+            ``ml_dtypes.bfloat16`` arrays.
 
     Returns:
         The saved object with every tensor replaced by a C-contiguous ``np.ndarray`` of the same
@@ -315,39 +484,60 @@ def load_torch_pickle(path: str | os.PathLike) -> Any:
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: ``path`` is not a zip-format torch file (e.g. the legacy pre-1.6 format).
-        pickle.UnpicklingError: ``data.pkl`` references a global outside the allowlist (see the
-            module docstring), or its tensors are malformed.
+        CheckpointError (a ValueError and a pickle.UnpicklingError): ``data.pkl`` references a
+            global outside the allowlist (see the module docstring), its tensors are malformed,
+            the archive declares far more bytes than it holds (a zip bomb), or the file is
+            truncated or corrupt.
 
     Source: the zip layout and persistent ids are those of ``torch.serialization._save``.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"torch checkpoint {path} does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"torch checkpoint not found: {path}")
+        raise IsADirectoryError(f"torch checkpoint {path} is not a file")
     if not zipfile.is_zipfile(path):
         with path.open("rb") as f:
-            head = f.read(2)
-        hint = (
-            "it looks like the legacy (pre-1.6) pickle format; re-save it with a recent torch"
-            if head[:1] == b"\x80"
-            else "it is not a zip archive"
-        )
+            head = f.read(4)
+        if head[:1] == b"\x80":
+            hint = "it looks like the legacy (pre-1.6) pickle format; re-save it with recent torch"
+        elif head == b"PK\x03\x04":
+            hint = f"the zip archive has no end (central directory); {_INCOMPLETE}"
+        else:
+            hint = f"it is not a zip archive; {_INCOMPLETE}"
         raise ValueError(f"{path} is not a zip-format torch checkpoint: {hint}")
-    with zipfile.ZipFile(path) as archive:
-        roots = [m.group(1) for n in archive.namelist() if (m := _DATA_PKL.match(n))]
-        if len(roots) != 1:
-            raise ValueError(
-                f"{path}: expected exactly one '<root>/data.pkl' in the zip archive, found "
-                f"{len(roots)}; not a torch.save checkpoint"
-            )
-        root = roots[0]
-        try:
-            byteorder = archive.read(f"{root}/byteorder").decode("ascii").strip()
-        except KeyError:
-            byteorder = "little"  # files from torch < 2.1 have no marker; torch assumes little
-        if byteorder not in ("little", "big"):
-            raise ValueError(f"{path}: unknown byteorder record {byteorder!r}")
-        with archive.open(f"{root}/data.pkl") as pkl:
-            return _RestrictedUnpickler(pkl, archive, root, byteorder).load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_declared_sizes(archive, path)
+            roots = [m.group(1) for n in archive.namelist() if (m := _DATA_PKL.match(n))]
+            if len(roots) != 1:
+                raise ValueError(
+                    f"{path}: expected exactly one '<root>/data.pkl' in the zip archive, found "
+                    f"{len(roots)}; not a torch.save checkpoint"
+                )
+            root = roots[0]
+            try:
+                byteorder = archive.read(f"{root}/byteorder").decode("ascii").strip()
+            except KeyError:
+                byteorder = "little"  # files from torch < 2.1 have no marker; torch assumes little
+            except UnicodeDecodeError:
+                byteorder = "?"
+            if byteorder not in ("little", "big"):
+                raise ValueError(f"{path}: unknown byteorder record {byteorder!r}")
+            with archive.open(f"{root}/data.pkl") as pkl:
+                unpickler = _TorchUnpickler(
+                    pkl, archive, root, byteorder, f"{path}", widen_bfloat16
+                )
+                try:
+                    return unpickler.load()
+                except CheckpointError:
+                    raise
+                except (pickle.UnpicklingError, EOFError, TypeError, IndexError, KeyError) as e:
+                    raise CheckpointError(
+                        f"{path}: data.pkl is not a readable pickle ({e}); {_INCOMPLETE}"
+                    ) from e
+    except (zipfile.BadZipFile, zlib.error, EOFError, OverflowError) as e:
+        raise CheckpointError(f"{path}: corrupt zip archive ({e}); {_INCOMPLETE}") from e
 
 
 def _is_flat_array_dict(obj: Any) -> bool:
@@ -385,6 +575,13 @@ def select_generator_state_dict(obj: Any, use_ema: bool = True) -> dict[str, np.
         ValueError: ``obj`` is not a mapping or the selected entry is not a flat str -> array
             mapping.
     """
+    return dict(generator_entry(obj, use_ema)[1])
+
+
+def generator_entry(obj: Any, use_ema: bool = True) -> tuple[str, dict[str, np.ndarray]]:
+    """``(where, state_dict)``: :func:`select_generator_state_dict` plus the entry it took
+    (``"ema_state_dict"``, ``"state_dict.gen_model"``, ``"state_dict"``, ``"checkpoint root"``).
+    """
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint root must be a mapping, got {type(obj).__name__}")
     ema = obj.get("ema_state_dict")
@@ -406,55 +603,124 @@ def select_generator_state_dict(obj: Any, use_ema: bool = True) -> dict[str, np.
         raise ValueError(
             f"{source} is not a flat mapping of parameter name -> tensor (offending: {bad})"
         )
-    return dict(selected)
+    return source, dict(selected)
 
 
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+def load_safetensors(path: str | os.PathLike, widen_bfloat16: bool = True) -> dict[str, np.ndarray]:
+    """All tensors of one ``.safetensors`` file (bfloat16 widened to float32 unless
+    ``widen_bfloat16=False``).
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: the file is not a readable safetensors file (truncated, corrupt, or another
+        format); the message names the file and suggests an incomplete download.
+    """
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    return {k: _widen(v) for k, v in load_file(path).items()}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file {path} does not exist")
+    try:
+        tensors = load_file(path)
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); {_INCOMPLETE}") from e
+    return {k: _widen(v) for k, v in tensors.items()} if widen_bfloat16 else tensors
 
 
-def load_state_dict(path: str | os.PathLike, use_ema: bool = True) -> dict[str, np.ndarray]:
+def load_sharded_safetensors(
+    index: str | os.PathLike, widen_bfloat16: bool = True
+) -> dict[str, np.ndarray]:
+    """Tensors of a sharded safetensors checkpoint, from its ``*.safetensors.index.json``.
+
+    The index's ``weight_map`` maps each tensor name to a shard file in the index's directory
+    (the layout diffusers' and transformers' ``save_pretrained(max_shard_size=...)`` write).
+
+    Raises:
+      FileNotFoundError: the index or any shard it names is missing (all missing ones listed).
+      ValueError: the index is not valid JSON with a ``weight_map``, names a shard outside its
+        directory, or a shard lacks a tensor the index puts there; a corrupt shard.
+    """
+    index = Path(index)
+    if not index.is_file():
+        raise FileNotFoundError(f"safetensors index {index} does not exist")
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+        ):
+            raise TypeError("weight_map must map tensor names to shard file names")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{index} is not a safetensors index (JSON with a 'weight_map'): {e}; {_INCOMPLETE}"
+        ) from e
+    shards = sorted(set(weight_map.values()))
+    bad = [s for s in shards if Path(s).name != s]
+    if bad:
+        raise ValueError(f"{index} names shard files outside its directory: {bad}")
+    missing = [s for s in shards if not (index.parent / s).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{index} names {len(missing)} shard file(s) missing from {index.parent}: {missing} "
+            "(an incomplete download?)"
+        )
+    out: dict[str, np.ndarray] = {}
+    for shard in shards:
+        tensors = load_safetensors(index.parent / shard, widen_bfloat16)
+        lacking = sorted(k for k, v in weight_map.items() if v == shard and k not in tensors)
+        if lacking:
+            raise ValueError(f"{index}: shard {shard} lacks tensors the index lists: {lacking}")
+        out.update(tensors)
+    return out
+
+
+def load_state_dict(
+    path: str | os.PathLike, use_ema: bool = True, widen_bfloat16: bool = True
+) -> dict[str, np.ndarray]:
     """Load model weights as ``{parameter name: np.ndarray}`` from a torch or safetensors file.
 
     Args:
         path: one of
-            * a ``.safetensors`` file;
-            * a directory holding ``diffusion_pytorch_model.safetensors`` (the release layout,
-              which also has ``config.json``; the config is not read here);
+            * a ``.safetensors`` file, or a ``*.safetensors.index.json`` of a sharded one;
             * a torch zip-format ``.ckpt``/``.pt``/``.pth``/``.bin`` file: a reference training
-              checkpoint or a plain state dict, reduced by :func:`select_generator_state_dict`.
+              checkpoint or a plain state dict, reduced by :func:`select_generator_state_dict`;
+            * a directory in one of the reference's layouts; which file in it holds the weights
+              is decided by :func:`wfvae_jax.checkpoint.reference_weights` (e.g. the release
+              layout ``config.json`` + ``diffusion_pytorch_model.safetensors``; the config is
+              not read here).
         use_ema: for training checkpoints, prefer ``ema_state_dict`` (see
             :func:`select_generator_state_dict`; ``False`` = the reference's
             ``NOT_USE_EMA_MODEL``).
+        widen_bfloat16: widen bfloat16 to float32 (exact; default), else keep
+            ``ml_dtypes.bfloat16``.
 
     Returns:
         Arrays in torch layout (e.g. conv kernels ``(out, in, kt, kh, kw)``), C-contiguous, with
-        the stored dtype except bfloat16, which is widened exactly to float32.
+        the stored dtype except bfloat16, which is widened exactly to float32 by default.
 
     Raises:
-        FileNotFoundError: ``path`` or the directory's safetensors file is missing.
-        ValueError: unknown extension, legacy torch format, or no usable state dict inside.
-        pickle.UnpicklingError: the torch pickle references a disallowed global.
+        FileNotFoundError: ``path`` (or a file the layout needs) is missing.
+        ValueError: unknown extension, several candidate weight files in a directory, legacy
+            torch format, truncated/corrupt file, no usable state dict inside.
+        CheckpointError: the torch pickle references a disallowed global (a ValueError).
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        weights = path / RELEASE_WEIGHTS_NAME
-        if not weights.is_file():
-            raise FileNotFoundError(
-                f"{path} is a directory but has no {RELEASE_WEIGHTS_NAME} (expected the release "
-                f"layout: {RELEASE_CONFIG_NAME} + {RELEASE_WEIGHTS_NAME})"
-            )
-        return _load_safetensors(weights)
-    suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        return _load_safetensors(path)
-    if suffix in TORCH_SUFFIXES:
-        return select_generator_state_dict(load_torch_pickle(path), use_ema=use_ema)
+        from wfvae_jax.checkpoint import reference_weights
+
+        path = reference_weights(path)
+    name = path.name.lower()
+    if name.endswith(SAFETENSORS_INDEX_SUFFIX):
+        return load_sharded_safetensors(path, widen_bfloat16)
+    if name.endswith(SAFETENSORS_SUFFIX):
+        return load_safetensors(path, widen_bfloat16)
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        obj = load_torch_pickle(path, widen_bfloat16)
+        return select_generator_state_dict(obj, use_ema=use_ema)
     raise ValueError(
-        f"{path}: unknown checkpoint extension {suffix!r}; expected {SAFETENSORS_SUFFIX}, one of "
-        f"{', '.join(TORCH_SUFFIXES)}, or a release directory with {RELEASE_WEIGHTS_NAME}"
+        f"{path}: unknown checkpoint extension {path.suffix.lower()!r}; expected "
+        f"{SAFETENSORS_SUFFIX}, {SAFETENSORS_INDEX_SUFFIX}, one of {', '.join(TORCH_SUFFIXES)}, "
+        "or a checkpoint directory"
     )

