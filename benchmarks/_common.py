@@ -137,16 +137,15 @@ class CacheHitCounter:
 def random_params(config: Any, seed: int = 0) -> Any:
     """Random WF-VAE parameters without running ``init`` (cheap in time and memory).
 
-    Shapes come from ``jax.eval_shape(wfvae_jax.init_params)``; conv kernels and biases are
+    Shapes come from ``wfvae_jax.checkpoint.param_template``; conv kernels and biases are
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` like PyTorch's default init, norm scales 1 and
     norm biases 0, so activations stay in a realistic range (no overflow or denormals).
     """
-    import jax
     import numpy as np
 
-    import wfvae_jax
+    from wfvae_jax.checkpoint import param_template
 
-    shapes = jax.eval_shape(lambda k: wfvae_jax.init_params(config, k), jax.random.key(0))
+    shapes = param_template(config)
     rng = np.random.default_rng(seed)
 
     def fill(tree: Any) -> Any:

@@ -1,59 +1,341 @@
-"""Save and load converted WF-VAE weights: ``DIR/config.json`` + an orbax ``DIR/params``.
+"""Every on-disk checkpoint layout wfvae_jax reads or writes: the one owner of their names.
 
-Layout of a converted checkpoint directory::
+Layouts (:class:`Layout`, told apart by :func:`detect_layout`)::
 
-    DIR/config.json   the WFVAEConfig (the reference's field names)
-    DIR/params/       orbax StandardCheckpointer tree of float32 parameters
+    EXPORT     ours: written by ``python -m wfvae_jax.convert`` and train.py's export
+      DIR/config.json        the WFVAEConfig (the reference's field names)
+      DIR/params/            orbax StandardCheckpointer tree of float32 parameters
+
+    WORKDIR    a training run: train.py, through ``wfvae_jax.train.checkpointing``
+      WORKDIR/checkpoints/<step>/state/   the TrainState (params, ema_params, optimizer, disc)
+      WORKDIR/checkpoints/<step>/data/    every process's grain iterator state
+      WORKDIR/checkpoints/<step>/meta/    JSON {"step", "config": run config, "model": WFVAEConfig}
+      WORKDIR/export/                     an EXPORT of the final EMA weights (``config.export``)
+
+    REFERENCE  PyTorch weights, read by the converter (:func:`locate_reference`)
+      DIR/config.json + DIR/diffusion_pytorch_model.safetensors        diffusers save_pretrained
+      DIR/config.json + DIR/diffusion_pytorch_model.safetensors.index.json + its shards
+      DIR/config.json + DIR/<one>.ckpt|.pt|.pth|.bin     the reference's from_pretrained
+                                                         (*.ckpt), diffusers' .bin
+      FILE.safetensors | FILE.safetensors.index.json | FILE.ckpt|.pt|.pth|.bin  (config.json
+      next to it, if any); .ckpt from the reference's train_ddp.py, Open-Sora Plan, MindSpeed-MM
+
+File formats (torch zip, safetensors, sharded safetensors) are read by :mod:`wfvae_jax.torch_io`;
+the key names inside a reference state dict are the converter's (:mod:`wfvae_jax.convert`).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.torch_io import SAFETENSORS_INDEX_SUFFIX, SAFETENSORS_SUFFIX, TORCH_SUFFIXES
+
+CONFIG_NAME = "config.json"  # the config file of EXPORT and REFERENCE directories
+EXPORT_PARAMS = "params"
+RELEASE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+WORKDIR_CHECKPOINTS = "checkpoints"
+WORKDIR_EXPORT = "export"
+STATE_ITEM, DATA_ITEM, META_ITEM = "state", "data", "meta"
+WORKDIR_ITEMS = (STATE_ITEM, DATA_ITEM, META_ITEM)
+
+
+class Layout(enum.Enum):
+    """Which of the layouts in the module docstring a path is."""
+
+    EXPORT = "wfvae_jax checkpoint (config.json + params/)"
+    WORKDIR = "wfvae_jax training workdir (checkpoints/)"
+    REFERENCE = "PyTorch reference checkpoint"
+
+
+def is_export_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an EXPORT directory (``config.json`` and ``params/``)."""
+    p = Path(path)
+    return (p / CONFIG_NAME).is_file() and (p / EXPORT_PARAMS).is_dir()
+
+
+def is_workdir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a training WORKDIR (has ``checkpoints/``)."""
+    return (Path(path) / WORKDIR_CHECKPOINTS).is_dir()
+
+
+def detect_layout(path: str | os.PathLike) -> Layout:
+    """The :class:`Layout` of ``path``; any other existing file or directory is REFERENCE.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if p.is_dir() and is_export_dir(p):
+        return Layout.EXPORT
+    if p.is_dir() and is_workdir(p):
+        return Layout.WORKDIR
+    return Layout.REFERENCE
+
+
+def param_template(config: WFVAEConfig) -> Any:
+    """The parameter pytree of ``config`` as ``jax.ShapeDtypeStruct`` leaves (float32, nothing
+    computed): the target that checkpoints are restored into and checked against."""
+    from wfvae_jax.model import init_params
+
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+# ---- EXPORT -------------------------------------------------------------------------------
 
 
 def save_pretrained(path: str | os.PathLike, params: Any, config: WFVAEConfig) -> None:
-    """Writes ``params`` and ``config`` under ``path`` (created; existing params are replaced)."""
+    """Writes an EXPORT directory: ``params`` (as float32) and ``config`` under ``path``.
+
+    ``path`` is created; an existing ``config.json`` and ``params/`` there are replaced.
+    """
     path = os.path.abspath(os.fspath(path))
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
+    with open(os.path.join(path, CONFIG_NAME), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(path, "params"), params, force=True)
+        ckptr.save(os.path.join(path, EXPORT_PARAMS), params, force=True)
+
+
+def load_export_config(path: str | os.PathLike) -> WFVAEConfig:
+    """The :class:`WFVAEConfig` of an EXPORT (or REFERENCE) directory's ``config.json``."""
+    return WFVAEConfig.from_json(Path(path) / CONFIG_NAME)
 
 
 def load_pretrained(path: str | os.PathLike) -> tuple[Any, WFVAEConfig]:
-    """Loads a directory written by :func:`save_pretrained` / ``python -m wfvae_jax.convert``.
+    """Loads an EXPORT directory (:func:`save_pretrained`, ``python -m wfvae_jax.convert``).
 
     Returns ``(params, config)``; params are float32 ``jax.Array``s on the default device.
     Raises:
-      FileNotFoundError: ``path`` lacks ``config.json`` or ``params/`` (e.g. a reference release
-        directory that has not been converted yet: run ``python -m wfvae_jax.convert``).
+      FileNotFoundError: ``path`` is missing or not an EXPORT (the message says what it is
+        instead: a PyTorch release to convert first, or a training workdir).
       ValueError: the stored parameters do not match the config.
     """
-    path = os.path.abspath(os.fspath(path))
-    cfg_file, params_dir = os.path.join(path, "config.json"), os.path.join(path, "params")
-    for p in (cfg_file, params_dir):
-        if not os.path.exists(p):
-            hint = ""
-            if os.path.exists(os.path.join(path, "diffusion_pytorch_model.safetensors")):
-                hint = f" This is a PyTorch release: python -m wfvae_jax.convert {path} OUT_DIR"
-            raise FileNotFoundError(f"{p} not found; not a wfvae_jax checkpoint.{hint}")
-    config = WFVAEConfig.from_json(cfg_file)
-    from wfvae_jax.model import init_params
-
-    template = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    path = Path(os.path.abspath(os.fspath(path)))
+    layout = detect_layout(path)
+    if layout is not Layout.EXPORT:
+        if layout is Layout.WORKDIR:
+            hint = (
+                f" It is a training workdir: load it with wfvae_jax.checkpoint."
+                f"load_train_checkpoint, or use its export {path / WORKDIR_EXPORT}"
+            )
+        else:
+            hint = f" If it is a PyTorch checkpoint: python -m wfvae_jax.convert {path} OUT_DIR"
+        raise FileNotFoundError(
+            f"{path} is not a wfvae_jax checkpoint ({CONFIG_NAME} + {EXPORT_PARAMS}/).{hint}"
+        )
+    config = load_export_config(path)
+    params_dir = path / EXPORT_PARAMS
     with ocp.StandardCheckpointer() as ckptr:
         try:
-            params = ckptr.restore(params_dir, template)
+            params = ckptr.restore(params_dir, param_template(config))
         except (ValueError, KeyError) as e:
-            raise ValueError(f"parameters in {params_dir} do not match {cfg_file}: {e}") from e
+            raise ValueError(
+                f"parameters in {params_dir} do not match {path / CONFIG_NAME}: {e}"
+            ) from e
     return params, config
+
+
+# ---- WORKDIR ------------------------------------------------------------------------------
+
+
+def checkpoints_dir(workdir: str | os.PathLike) -> str:
+    """``WORKDIR/checkpoints``, the directory of the run's orbax ``CheckpointManager``."""
+    return os.path.join(os.path.abspath(os.fspath(workdir)), WORKDIR_CHECKPOINTS)
+
+
+def _step_config(step_dir: str) -> WFVAEConfig:
+    """The model config saved with a checkpoint, from its ``meta`` item's ``"model"``."""
+    meta_dir = os.path.join(step_dir, META_ITEM)
+    if not os.path.isdir(meta_dir):
+        raise FileNotFoundError(
+            f"checkpoint {step_dir} has no {META_ITEM}/ item (train.py writes the model config "
+            "there); not a wfvae_jax training checkpoint"
+        )
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
+        meta = ckptr.restore(meta_dir)
+    if not (isinstance(meta, dict) and isinstance(meta.get("model"), dict)):
+        raise ValueError(f"{meta_dir} holds no model config (no 'model' entry)")
+    return WFVAEConfig.from_dict(meta["model"])
+
+
+def _restore_workdir_params(
+    workdir: str | os.PathLike, use_ema: bool, step: int | None
+) -> tuple[Any, WFVAEConfig, int]:
+    ckpt_dir = checkpoints_dir(workdir)
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(f"{ckpt_dir} does not exist; not a wfvae_jax training workdir")
+    with ocp.CheckpointManager(ckpt_dir) as manager:
+        steps = sorted(manager.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint saved in {ckpt_dir}")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; steps: {steps}")
+    step_dir = os.path.join(ckpt_dir, str(step))
+    config = _step_config(step_dir)
+    item_dir = os.path.join(step_dir, STATE_ITEM)
+    key = "ema_params" if use_ema else "params"
+    # Partial restore: only the wanted parameter subtree is read, never the optimizer states.
+    template = {key: param_template(config)}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(template)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        try:
+            restored = ckptr.restore(
+                item_dir,
+                args=ocp.args.PyTreeRestore(
+                    item=template, restore_args=restore_args, partial_restore=True
+                ),
+            )
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise ValueError(
+                f"checkpoint {item_dir} has no '{key}' matching its model config: {e}"
+            ) from e
+    return restored[key], config, int(step)
+
+
+def load_train_checkpoint(
+    workdir: str | os.PathLike, use_ema: bool = True, step: int | None = None
+) -> tuple[Any, WFVAEConfig]:
+    """WF-VAE parameters from a training WORKDIR (layout in the module docstring).
+
+    Args:
+      workdir: the directory ``train.py`` wrote.
+      use_ema: return the EMA shadow ``ema_params`` (default, what the paper evaluates) instead
+        of the raw ``params``.
+      step: checkpoint step; ``None`` takes the latest.
+    Returns:
+      ``(params, config)``: float32 ``jax.Array`` pytree and its :class:`WFVAEConfig`.
+    Raises:
+      FileNotFoundError: no checkpoint (or not the requested step), or no ``meta`` item.
+      ValueError: the checkpoint does not hold the requested parameters for its config.
+    """
+    params, config, _ = _restore_workdir_params(workdir, use_ema, step)
+    return params, config
+
+
+def load_model(
+    checkpoint: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    use_ema: bool = True,
+    step: int | None = None,
+) -> tuple[Any, WFVAEConfig, str]:
+    """``(params, config, description)`` from exactly one of ``checkpoint`` / ``workdir``.
+
+    ``checkpoint`` is an EXPORT directory (a WORKDIR given here is loaded as one too);
+    ``workdir`` a training WORKDIR (:func:`load_train_checkpoint`; ``use_ema``/``step`` apply).
+    ``description`` names the source for reports. Raises ValueError unless exactly one is
+    given; see the loaders for the rest.
+    """
+    if (checkpoint is None) == (workdir is None):
+        raise ValueError("give exactly one of --checkpoint (converted dir) or --workdir")
+    if checkpoint is not None and detect_layout(checkpoint) is not Layout.WORKDIR:
+        params, config = load_pretrained(checkpoint)
+        return params, config, f"checkpoint {os.path.abspath(os.fspath(checkpoint))}"
+    src = workdir if workdir is not None else checkpoint
+    params, config, step = _restore_workdir_params(src, use_ema, step)
+    which = "EMA" if use_ema else "raw"
+    return params, config, f"workdir {os.path.abspath(os.fspath(src))} (step {step}, {which})"
+
+
+# ---- REFERENCE ----------------------------------------------------------------------------
+
+
+class ReferenceFiles(NamedTuple):
+    """Where a REFERENCE checkpoint's weights and config are.
+
+    ``weights`` is a ``.safetensors``, a ``.safetensors.index.json`` or a torch file;
+    ``config`` the ``config.json`` beside it, or None.
+    """
+
+    weights: Path
+    config: Path | None
+
+
+def _index_shards(index: Path) -> set[str]:
+    try:
+        return set(json.loads(index.read_text())["weight_map"].values())
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return set()  # a broken index is reported when it is read
+
+
+def reference_weights(directory: str | os.PathLike) -> Path:
+    """The one weights file of a REFERENCE directory (see the module docstring).
+
+    Candidates: ``diffusion_pytorch_model*.safetensors`` (not shards listed by an index),
+    ``*.safetensors.index.json``, and ``*.ckpt``/``*.pt``/``*.pth``/``*.bin``. Other files
+    (e.g. ``vectors.safetensors``) are not weights.
+
+    Raises:
+      FileNotFoundError: no candidate (the message lists the directory's files).
+      ValueError: several candidates (named; never a silent pick: pass the one file instead).
+    """
+    d = Path(directory)
+    files = sorted(p for p in d.iterdir() if p.is_file())
+    indexes = [p for p in files if p.name.endswith(SAFETENSORS_INDEX_SUFFIX)]
+    shards = set().union(*(_index_shards(p) for p in indexes)) if indexes else set()
+    stem = RELEASE_WEIGHTS.removesuffix(SAFETENSORS_SUFFIX)
+    safetensors = [
+        p
+        for p in files
+        if p.name.startswith(stem) and p.name.endswith(SAFETENSORS_SUFFIX) and p.name not in shards
+    ]
+    torch_files = [p for p in files if p.suffix.lower() in TORCH_SUFFIXES]
+    candidates = indexes + safetensors + torch_files
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise FileNotFoundError(
+            f"no weights in {d}: expected {RELEASE_WEIGHTS}, a *{SAFETENSORS_INDEX_SUFFIX}, or "
+            f"one *{'/*'.join(TORCH_SUFFIXES)} file; found {[p.name for p in files]}"
+        )
+    raise ValueError(
+        f"{d} holds {len(candidates)} candidate weight files {[p.name for p in candidates]}; "
+        "pass the one to convert as SRC"
+    )
+
+
+def locate_reference(src: str | os.PathLike) -> ReferenceFiles:
+    """The weights file and config of a REFERENCE ``src`` (a directory or a weights file).
+
+    Raises:
+      FileNotFoundError: ``src`` does not exist, or a directory holds no weights.
+      ValueError: ``src`` is an EXPORT or a WORKDIR (nothing to convert), a file of unknown
+        type, or a directory with several candidate weight files.
+    """
+    p = Path(src)
+    layout = detect_layout(p)
+    if layout is Layout.EXPORT:
+        raise ValueError(
+            f"{p} is already a {layout.value}: load it with wfvae_jax.load_pretrained; "
+            "nothing to convert"
+        )
+    if layout is Layout.WORKDIR:
+        raise ValueError(
+            f"{p} is a {layout.value}, not a PyTorch checkpoint: load it with "
+            f"wfvae_jax.checkpoint.load_train_checkpoint, or use {p / WORKDIR_EXPORT}"
+        )
+    weights = reference_weights(p) if p.is_dir() else p
+    name = weights.name.lower()
+    if not (
+        name.endswith((SAFETENSORS_SUFFIX, SAFETENSORS_INDEX_SUFFIX))
+        or weights.suffix.lower() in TORCH_SUFFIXES
+    ):
+        raise ValueError(
+            f"{weights}: unknown checkpoint file type; expected {SAFETENSORS_SUFFIX}, "
+            f"{SAFETENSORS_INDEX_SUFFIX}, one of {', '.join(TORCH_SUFFIXES)}, or a directory"
+        )
+    config = weights.parent / CONFIG_NAME
+    return ReferenceFiles(weights, config if config.is_file() else None)

@@ -193,6 +193,7 @@ def write_config_stats(checkpoint_dir: str | os.PathLike, stats: dict[str, Any])
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m wfvae_jax.latent_stats``; prints and writes the statistics; returns them."""
+    from wfvae_jax.checkpoint import load_model
     from wfvae_jax.eval.cli import (
         HelpFormatter,
         add_data_args,
@@ -200,7 +201,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         clip_settings,
         clips_from_args,
     )
-    from wfvae_jax.eval.loading import load_model
 
     parser = argparse.ArgumentParser(
         prog="python -m wfvae_jax.latent_stats",

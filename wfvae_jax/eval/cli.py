@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the evaluation; prints the markdown report; returns the results dict."""
-    from wfvae_jax.eval.loading import load_model
+    from wfvae_jax.checkpoint import load_model
     from wfvae_jax.eval.pipeline import EvalOptions, evaluate
     from wfvae_jax.eval.report import format_markdown
 

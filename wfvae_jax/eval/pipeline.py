@@ -264,7 +264,7 @@ def evaluate(
     """Reconstructs every clip, scores it, writes the report; returns the results dict.
 
     Args:
-      params, config: the model (``wfvae_jax.eval.loading.load_model``).
+      params, config: the model (``wfvae_jax.checkpoint.load_model``).
       clips: an iterable of :class:`EvalClip` with ``len()`` (``FolderClips``, ``TfdsClips``, or
         a list), all of one shape; an optional ``skipped`` dict and ``describe()`` are reported.
       out_dir: where ``metrics.json``, ``metrics.md``, ``recon/``, ``strips/`` (and ``arrays/``)

@@ -1,5 +1,8 @@
 """Training checkpoints: an orbax ``CheckpointManager`` over ``WORKDIR/checkpoints``.
 
+The layout's names live in :mod:`wfvae_jax.checkpoint` (the one owner of on-disk layouts), which
+also reads these checkpoints for evaluation (``load_train_checkpoint``).
+
 Each checkpoint ``WORKDIR/checkpoints/<step>/`` holds three items:
   ``state/``  the whole :class:`~wfvae_jax.train.state.TrainState` (params, EMA params, both
               AdamW states, discriminator params and BatchNorm statistics, step, rng), saved from
@@ -12,21 +15,21 @@ Stage II/III initialisation from an earlier run reads ``state`` only (:func:`loa
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 
+from wfvae_jax import checkpoint as layout
 from wfvae_jax.train.state import TrainState
 
 
 def make_manager(workdir: str, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
     """The run's manager; ``max_to_keep`` newest checkpoints are kept (older ones deleted)."""
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    directory = layout.checkpoints_dir(workdir)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "data", "meta"))
+    return ocp.CheckpointManager(directory, options=options, item_names=layout.WORKDIR_ITEMS)
 
 
 def save(
@@ -86,7 +89,7 @@ def load_generator(path: str, target: TrainState) -> tuple[Any, Any, Any]:
     manager = make_manager(path)
     step = manager.latest_step()
     if step is None:
-        raise FileNotFoundError(f"no checkpoint under {os.path.join(path, 'checkpoints')}")
+        raise FileNotFoundError(f"no checkpoint under {layout.checkpoints_dir(path)}")
     abstract = _abstract(target)
     restored = manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))

@@ -21,6 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import wfvae_jax
+from wfvae_jax import checkpoint as layout
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.data import make_video_dataset, window_span
 from wfvae_jax.lc_model import LCSettings
@@ -40,17 +41,11 @@ class NonFiniteLossError(FloatingPointError):
     """A loss or gradient norm became NaN/Inf; training stopped without saving."""
 
 
-def _is_pretrained_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
-        os.path.join(path, "params")
-    )
-
-
 def model_config(config: ml_collections.ConfigDict) -> WFVAEConfig:
     """The architecture: ``init_from``'s ``config.json`` when it is a converted checkpoint
     directory, else ``get_config(config.model.name)`` with ``config.model.overrides``."""
-    if config.init_from and _is_pretrained_dir(config.init_from):
-        return WFVAEConfig.from_json(os.path.join(config.init_from, "config.json"))
+    if config.init_from and layout.is_export_dir(config.init_from):
+        return layout.load_export_config(config.init_from)
     return wfvae_jax.get_config(config.model.name).replace(**dict(config.model.overrides))
 
 
@@ -141,7 +136,7 @@ def _initial_state(
     state = steps.init(jax.random.key_data(jax.random.key(config.seed)))
     if config.init_from:
         sh = steps.state_sharding
-        if _is_pretrained_dir(config.init_from):
+        if layout.is_export_dir(config.init_from):
             params, _ = wfvae_jax.load_pretrained(config.init_from)
             params = jax.device_put(params, sh.params)
             # A fresh AdamW state does not depend on the parameter values.
@@ -367,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if step > start:  # this call trained: the final state was checked and saved above
         manager.wait_until_finished()
     if config.export and step >= config.num_steps:
-        export_dir = os.path.join(workdir, "export")
+        export_dir = os.path.join(workdir, layout.WORKDIR_EXPORT)
         ema = multihost_utils.process_allgather(state.ema_params, tiled=True)
         if is_main:
             wfvae_jax.save_pretrained(export_dir, ema, cfg.model)
