@@ -174,7 +174,9 @@ def write_config_stats(checkpoint_dir: str | os.PathLike, stats: dict[str, Any])
       FileNotFoundError: no config.json there.
       ValueError: scale/shift lengths differ from the config's ``latent_dim``.
     """
-    path = os.path.join(os.fspath(checkpoint_dir), "config.json")
+    from wfvae_jax.checkpoint import CONFIG_NAME
+
+    path = os.path.join(os.fspath(checkpoint_dir), CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found; --write_config needs a converted checkpoint")
     with open(path) as f:
