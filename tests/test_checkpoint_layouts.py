@@ -22,7 +22,7 @@ from wfvae_jax import checkpoint
 from wfvae_jax.checkpoint import Layout, detect_layout, locate_reference, reference_weights
 from wfvae_jax.convert import cli, load_reference, params_to_torch_state_dict
 
-from .conftest import DATA, TINY
+from .conftest import DATA, SHARED, TINY
 
 LAYOUTS = DATA / "layouts"
 SHARDED = LAYOUTS / "sharded"
@@ -276,3 +276,47 @@ def test_cli_as_a_subprocess_prints_one_error_line(tmp_path):
     )
     assert out.returncode == 2
     assert _one_error_line(out.stderr) == f"error: {tmp_path / 'missing'} does not exist"
+
+
+def _wfvae_888_tiny() -> Path | None:
+    for d in (DATA / "wfvae_888_tiny", SHARED / "parity" / "wfvae_888_tiny"):
+        if (d / "diffusion_pytorch_model.safetensors").is_file():
+            return d
+    return None
+
+
+def _has_8x_model() -> bool:
+    from wfvae_jax.convert import _L1_BLOCKS
+
+    try:
+        wfvae_jax.WFVAEConfig(**_L1_BLOCKS[8])
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    _wfvae_888_tiny() is None or not _has_8x_model(), reason="needs the 8x model and its checkpoint"
+)
+def test_8x_checkpoint_converts_by_inference_as_with_its_config(tmp_path, capsys):
+    """End to end: the reference's 8x8x8 checkpoint without its config.json converts to the same
+    parameters and architecture as with it (the config.json route is checked against the
+    reference's outputs by the parity tests)."""
+    src = _wfvae_888_tiny()
+    assert (
+        _run_cli(
+            [src / "diffusion_pytorch_model.safetensors", tmp_path / "inf", "--config", "infer"],
+            capsys,
+        )[0]
+        == 0
+    )
+    assert _run_cli([src, tmp_path / "cfg"], capsys)[0] == 0
+    p_inf, c_inf = wfvae_jax.load_pretrained(tmp_path / "inf")
+    p_cfg, c_cfg = wfvae_jax.load_pretrained(tmp_path / "cfg")
+    assert c_inf.temporal_downsample == 8
+    # Only the latent statistics are not in the weights (the inferred config has placeholders).
+    assert c_inf.replace(scale=c_cfg.scale, shift=c_cfg.shift) == c_cfg
+    import jax
+
+    for a, b in zip(jax.tree.leaves(p_inf), jax.tree.leaves(p_cfg), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
