@@ -534,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m wfvae_jax.convert",
         description="Convert a PyTorch WF-VAE checkpoint to a wfvae_jax checkpoint directory.",
     )
-    ap.add_argument("src", help="release dir, sharded/.safetensors, or training .ckpt/.pt/.bin")
+    ap.add_argument(
+        "src", metavar="SRC", help="release dir, sharded/.safetensors, or training .ckpt/.pt/.bin"
+    )
     ap.add_argument("dst", metavar="OUT_DIR", help="output directory (config.json + params/)")
     ap.add_argument(
         "--config",
