@@ -51,7 +51,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from wfvae_jax import checkpoint, wavelets
 from wfvae_jax.config import WFVAEConfig, get_config
 
-_WAVELET_KEY = re.compile(r"^(encoder|decoder)\.(inverse_)?wavelet_transform_\w+\.")
+# MindSpeed-MM's WF-VAE spells its encoder input transform ``wavelet_tranform_in``.
+_WAVELET_KEY = re.compile(r"^(encoder|decoder)\.(inverse_)?wavelet_trans?form_\w+\.")
 _HAAR3D_NAMES = ("h", "g", "hh", "gh", "h_v", "g_v", "hh_v", "gh_v")
 _HAAR2D_NAMES = ("aa", "ad", "da", "dd")
 
