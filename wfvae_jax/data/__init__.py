@@ -1,5 +1,7 @@
-"""Training data: video sources, per-example transforms and the grain input pipeline."""
+"""Training data: video sources, per-example transforms and the grain input pipeline; the reader
+of encoded latent datasets (``LatentSource``, ``python -m wfvae_jax.encode_dataset``)."""
 
+from wfvae_jax.data.latents import LatentSource, SampleLatent
 from wfvae_jax.data.pipeline import make_video_dataset
 from wfvae_jax.data.sources import (
     TfdsVideoSource,
@@ -11,8 +13,10 @@ from wfvae_jax.data.sources import (
 from wfvae_jax.data.transforms import LongEnough, SampleClip
 
 __all__ = [
+    "LatentSource",
     "LongEnough",
     "SampleClip",
+    "SampleLatent",
     "TfdsVideoSource",
     "VideoFolderSource",
     "build_video_index",
