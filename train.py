@@ -34,7 +34,9 @@ def main(argv):
     if FLAGS.multihost:
         # Reads the coordinator address, process count and id from the cluster environment
         # (TPU pods, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
-        jax.distributed.initialize()
+        from wfvae_jax import multihost
+
+        multihost.initialize()
     if config.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
     # The mesh ("data", "fsdp") and the per-process data shard are built in train_and_evaluate:

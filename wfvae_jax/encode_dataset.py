@@ -633,7 +633,10 @@ class _Loop:
                 self.queue.append(ev)
             return None
         finally:
-            self.timing["input"] += time.perf_counter() - t0
+            waited = time.perf_counter() - t0
+            self.timing["input"] += waited
+            if "first_batch" in self.timing:
+                self.timing["steady_input"] = self.timing.get("steady_input", 0.0) + waited
 
     def dispatch(self, b: _Batch, real: bool) -> None:
         sharding = NamedSharding(self.mesh, P("data"))
@@ -746,11 +749,12 @@ def encode_dataset(
       checkpoint: recorded in the manifest.
     Returns:
       ``{"num_records", "num_shards", "records_written", "shards_written",
-      "shards_already_done", "skipped", "skipped_counts", "wall_s", "input_wait_s",
-      "device_wait_s", "clips_per_s", "steps", "manifest"}``. ``*_written``, ``*_done``, the
-      times and rates are this process's; ``clips_per_s`` excludes the first step (compile;
-      NaN after a single step); ``input_wait_s`` is the time the loop waited for decoded clips,
-      ``device_wait_s`` for results.
+      "shards_already_done", "skipped", "skipped_counts", "wall_s", "loop_s", "first_step_s",
+      "input_wait_s", "steady_input_wait_s", "device_wait_s", "clips_per_s", "steps",
+      "manifest"}``. ``*_written``, ``*_done``, the times and rates are this process's;
+      ``clips_per_s`` and ``steady_*`` exclude the time up to the first written batch (it
+      compiles; NaN after a single step); ``input_wait_s`` is the time the loop waited for
+      decoded clips, ``device_wait_s`` for results.
     Raises:
       ValueError: bad settings, ``out`` holding another encoding (without ``overwrite``), or a
         non-finite latent (e.g. float16 storage overflow).
@@ -841,7 +845,9 @@ def encode_dataset(
         "skipped_counts": manifest["skipped_counts"],
         "wall_s": time.perf_counter() - t_begin,
         "loop_s": t_end - t_loop,
+        "first_step_s": timing.get("first_batch", t_end) - t_loop,
         "input_wait_s": timing["input"],
+        "steady_input_wait_s": timing.get("steady_input", 0.0),
         "device_wait_s": timing["device"],
         "clips_per_s": steady / steady_s if steady > 0 and steady_s > 0 else float("nan"),
         "steps": stats["steps"],

@@ -364,8 +364,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if config.export and step >= config.num_steps:
         export_dir = os.path.join(workdir, layout.WORKDIR_EXPORT)
         ema = multihost_utils.process_allgather(state.ema_params, tiled=True)
+        # Every process calls it: orbax's save is collective (one process writes the files).
+        wfvae_jax.save_pretrained(export_dir, ema, cfg.model)
         if is_main:
-            wfvae_jax.save_pretrained(export_dir, ema, cfg.model)
             logger.info("exported the EMA weights to %s (wfvae_jax.load_pretrained)", export_dir)
         history["export"] = export_dir
     if progress is not None:
