@@ -79,7 +79,8 @@ def _model(spec: dict) -> tuple[Any, Any]:
 
 
 def _plain_loop(params, config, root, clips, spec, batch) -> dict[str, float]:
-    """The loop a user writes: decode a batch, encode it, fetch it; first batch excluded."""
+    """The loop a user writes: decode a batch, encode it, fetch it (the last batch padded);
+    the first batch (compilation) is excluded."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -101,6 +102,9 @@ def _plain_loop(params, config, root, clips, spec, batch) -> dict[str, float]:
                 for v, s in clips[i : i + batch]
             ]
         )
+        real = len(video)
+        if real < batch:  # pad the last batch: another shape would compile again
+            video = np.concatenate([video, np.repeat(video[-1:], batch - real, axis=0)])
         t1 = time.perf_counter()
         post = wfvae_jax.encode(params, video, config, dtype=dtype, t_chunk=spec["t_chunk"])
         np.asarray(post.mean), np.asarray(post.logvar)
@@ -108,7 +112,7 @@ def _plain_loop(params, config, root, clips, spec, batch) -> dict[str, float]:
         if i > 0:  # the first batch compiles
             decode_s += t1 - t0
             total_s += t2 - t0
-            counted += len(video)
+            counted += real
     return {
         "clips": len(clips),
         "clips_per_s": counted / total_s if total_s else float("nan"),

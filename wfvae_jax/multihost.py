@@ -2,9 +2,10 @@
 
 ``jax.distributed.initialize()`` finds the coordinator, process count and process id itself on
 TPU pods, SLURM, Open MPI and Kubernetes. Elsewhere (e.g. several processes on one machine) it
-reads only ``JAX_COORDINATOR_ADDRESS``; :func:`initialize` also passes ``JAX_NUM_PROCESSES``,
-``JAX_PROCESS_ID`` and ``JAX_LOCAL_DEVICE_IDS`` when they are set, so the same command works there.
-CPU processes exchange data with the gloo collectives (set before the backend starts).
+reads only ``JAX_COORDINATOR_ADDRESS`` (and ``JAX_LOCAL_DEVICE_IDS``); :func:`initialize` also
+passes ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` when they are set, so the same command works
+there. CPU processes exchange data with the gloo collectives (set before the backend starts,
+unless the user chose an implementation).
 """
 
 from __future__ import annotations
