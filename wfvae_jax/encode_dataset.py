@@ -18,13 +18,13 @@ order); input ``i`` belongs to shard ``i // videos_per_shard``. Each input gives
 first frame into consecutive clips of ``num_frames`` frames (clip ``k`` starts at decoded frame
 ``k * num_frames * frame_stride``); frames are resized on the short side to cover
 ``resolution`` (antialiased) and centre-cropped, as ``read_video(..., crop="center")``. Clip 0 is
-the evaluation clip of ``wfvae_jax.eval``. Inputs that cannot be decoded or hold no whole clip
-are skipped, counted and listed with the reason in the manifest.
+the evaluation clip of ``wfvae_jax.eval`` (square resolutions). Inputs that cannot be decoded or
+hold no whole clip are skipped, counted and listed with the reason in the manifest.
 
 How. Shard ``s`` belongs to process ``s % process_count``, which decodes its videos in grain
 worker processes (``--worker_count``) while the devices encode the previous batch; a batch holds
 ``batch_size / process_count`` clips of one shard from each process and is sharded over a
-``("data",)`` mesh of every device. Clips longer than ``--t_chunk`` go through Causal Cache.
+``("data",)`` mesh of every device. With ``--t_chunk`` clips go through Causal Cache.
 Results are written to the shard's temporary file; after the shard's last clip it is renamed and
 its marker written. Processes that run out of clips keep stepping with empty batches until all
 are done (one small all-gather per step decides when).
@@ -34,8 +34,9 @@ content depends only on its inputs and the spec (never on which process or batch
 in: batches never mix shards, samples use a key derived from the clip's identity), records are
 in input order, and finished shards are never rewritten. A restart skips finished shards and
 redoes unfinished ones from their start. An ``OUT`` written with another checkpoint, clip spec,
-input list or encode settings is refused unless ``--overwrite``. Per-device batch size and
-``t_chunk`` change float rounding; keep them when resuming for bit-equal results.
+input list or encode settings (``t_chunk`` included) is refused unless ``--overwrite``. The
+per-device batch size may change float rounding: keep ``--batch_size`` per device when resuming
+for bit-equal results.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class ClipSpec:
 
     Attributes:
       num_frames: frames per clip, ``1 + k * temporal_downsample`` of the model.
-      resolution: ``(H, W)`` of every clip, multiples of 8.
+      resolution: ``(H, W)`` of every clip (an int: square), multiples of the model's
+        ``spatial_downsample``.
       frame_stride: decoded frames between clip frames.
       clips_per_video: at most this many consecutive clips per input (>= 1).
       resample: ``read_video``'s resize filter.
@@ -218,7 +220,9 @@ class FolderInput:
 class TfdsInput:
     """The records of a prepared TFDS dataset (``wfvae_jax.data.TfdsVideoSource``), in order."""
 
-    def __init__(self, name: str, split: str = "train", data_dir: str | None = None, key="video"):
+    def __init__(
+        self, name: str, split: str = "train", data_dir: str | None = None, key: str = "video"
+    ):
         from wfvae_jax.data.sources import TfdsVideoSource
 
         self.source = TfdsVideoSource(name, split, data_dir, key)
@@ -887,7 +891,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage_dtype", default="float32", choices=tuple(fmt.STORAGE_DTYPES))
     p.add_argument("--seed", type=int, default=0, help="seed of --store sample")
     p.add_argument("--videos_per_shard", type=int, default=DEFAULT_VIDEOS_PER_SHARD)
-    p.add_argument("--worker_count", type=int, default=DEFAULT_WORKER_COUNT)
+    p.add_argument(
+        "--worker_count",
+        type=int,
+        default=DEFAULT_WORKER_COUNT,
+        help="grain decoding processes per host (each holds ~2 videos' clips)",
+    )
     p.add_argument("--resample", default="bilinear", choices=("bilinear", "area", "bicubic"))
     p.add_argument("--overwrite", action="store_true", help="replace another encoding in --out")
     p.add_argument("--multihost", action="store_true", help="one process per host")
