@@ -4,23 +4,31 @@ Paper Sec. 3.3 (Eq. 4) and supplementary Sec. 9; reference ``WFVAEModel.tile_enc
 ``tile_decode`` with ``enable_cached``. The first frame alone initialises every causal layer's
 cache (the first frame's causal padding happens there and only there); then a ``lax.scan``
 carries the cache pytree over equal chunks; a remainder chunk is a final step. The result equals
-direct inference up to float rounding, for any ``T = 1 + 4k``.
+direct inference up to float rounding, for any ``T = 1 + d k`` (``d = temporal_downsample``, 4 or
+8 for the 8x8x8 variant).
 
 What each layer caches (Eq. 4: a causal conv with time kernel ``k`` and stride ``s`` needs the
 last ``k - s`` frames of its time-padded input; see ``wfvae_jax.layers``):
 - ``CausalConv3d`` 3x3x3, stride 1: 2 frames; the 2x time downsampler (k 3, s 2): 1 frame;
   1x1x1 convs and the Haar transforms (k 2, s 2): none, but the forward Haar replicates and the
   inverse drops the first frame only in the first chunk.
-- the decoder's time upsampler: its last input frame (linear interpolation of frame i needs i-1).
+- the decoder's time upsamplers: their last input frame (linear interpolation of frame i needs
+  i-1).
 Linear time interpolation also needs frame ``i + 1``: decoder chunks therefore carry one latent
-frame of lookahead whose outputs are dropped, and caches exclude it (the reference's
-``cache_offset``); so decoding does a little extra work (1 latent frame per chunk).
+frame of lookahead whose ``d`` output frames are dropped, and caches exclude it (the reference's
+``cache_offset``: the lookahead is 1 frame up to up2's upsampler, 2 after it, and 4 after up1's
+in the 8x variant, where up1's upsampler's ``depth=1`` caches the frame before those 2); so
+decoding does a little extra work (1 latent frame per chunk).
+Unlike the reference's ``tile_decode`` (whose auto-selected chunks avoid the cases), any chunk
+size is exact here: a chunk ending one latent frame before the end still gets its lookahead, and a
+final chunk of one latent frame is still upsampled in time.
 
 GroupNorm normalises over all frames of a clip, so a chunk cannot reproduce it: chunked
 inference raises ValueError for ``norm_type="groupnorm"`` (every released WF-VAE uses layernorm).
 
 Choosing ``t_chunk``: peak memory grows with the chunk, time per frame falls with it. Encoder
-chunks are in video frames (multiple of 4), decoder chunks in latent frames.
+chunks are in video frames (a multiple of ``temporal_downsample``), decoder chunks in latent
+frames (``WFVAEConfig.latent_chunk`` converts).
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ def _encode_chunked(params, video, config, t_chunk, dtype):
             m, c = _enc_step(params, x, c, config, dtype)
             return c, m
 
-        cache, ms = jax.lax.scan(body, cache, chunks)  # (n, B, t_chunk/4, h, w, 2L)
+        cache, ms = jax.lax.scan(body, cache, chunks)  # (n, B, t_chunk/d, h, w, 2L)
         outs.append(ms.swapaxes(0, 1).reshape(b, -1, *ms.shape[3:]))
     if (t - 1) % t_chunk:
         m, _ = _enc_step(params, rest[:, n * t_chunk :], cache, config, dtype)
@@ -93,12 +101,13 @@ def encode_chunked(
     """Chunked :func:`wfvae_jax.encode`: same shapes and result, memory bounded by ``t_chunk``.
 
     Args:
-      video: ``(B, T, H, W, 3)``, ``T = 1 + 4k`` (validated by ``wfvae_jax.encode``).
-      t_chunk: video frames per chunk after the first frame, a multiple of 4.
+      video: ``(B, T, H, W, 3)``, ``T = 1 + d k`` with ``d = config.temporal_downsample``
+        (validated by ``wfvae_jax.encode``).
+      t_chunk: video frames per chunk after the first frame, a multiple of ``d``.
     Raises:
-      ValueError: groupnorm config, or ``t_chunk`` not a positive multiple of 4.
+      ValueError: groupnorm config, or ``t_chunk`` not a positive multiple of ``d``.
     """
-    _check(config, t_chunk, 4, "encoder")
+    _check(config, t_chunk, config.temporal_downsample, "encoder")
     return DiagonalGaussian.from_moments(_encode_chunked(params, video, config, t_chunk, dtype))
 
 
@@ -137,7 +146,7 @@ def decode_chunked(
       t_chunk: latent frames per chunk after the first (each chunk also reads one lookahead
         frame), ``>= 1``.
     Returns:
-      ``(B, 4t - 3, 8h, 8w, 3)``.
+      ``(B, d(t - 1) + 1, 8h, 8w, 3)``, ``d = config.temporal_downsample``.
     Raises:
       ValueError: groupnorm config or ``t_chunk < 1``.
     """

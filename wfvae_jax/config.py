@@ -11,20 +11,42 @@ import json
 import os
 from typing import Any
 
-# The only block/wavelet choices the released WF-VAE checkpoints use; the reference's registry has
-# others (e.g. an 8x temporal variant) that no released checkpoint needs.
+# The block/wavelet choices the released WF-VAE checkpoints use, per field. The level-1 fields
+# go together: one of ``_L1_VARIANTS`` (checked in ``__post_init__``).
 _SUPPORTED = {
-    "l1_dowmsample_block": ("Downsample",),
-    "l1_downsample_wavelet": ("HaarWaveletTransform2D",),
+    "l1_dowmsample_block": ("Downsample", "Spatial2xTime2x3DDownsample"),
+    "l1_downsample_wavelet": ("HaarWaveletTransform2D", "HaarWaveletTransform3D"),
     "l2_dowmsample_block": ("Spatial2xTime2x3DDownsample",),
     "l2_downsample_wavelet": ("HaarWaveletTransform3D",),
-    "l1_upsample_block": ("Upsample",),
-    "l1_upsample_wavelet": ("InverseHaarWaveletTransform2D",),
+    "l1_upsample_block": ("Upsample", "Spatial2xTime2x3DUpsample"),
+    "l1_upsample_wavelet": ("InverseHaarWaveletTransform2D", "InverseHaarWaveletTransform3D"),
     "l2_upsample_block": ("Spatial2xTime2x3DUpsample",),
     "l2_upsample_wavelet": ("InverseHaarWaveletTransform3D",),
     "attention_type": ("AttnBlock3DFix",),
     "norm_type": ("layernorm", "groupnorm"),
     "t_interpolation": ("trilinear", "nearest"),
+}
+_L1_FIELDS = (
+    "l1_dowmsample_block",
+    "l1_downsample_wavelet",
+    "l1_upsample_block",
+    "l1_upsample_wavelet",
+)
+# temporal_downsample -> the level-1 (block, wavelet, block, wavelet) in ``_L1_FIELDS`` order.
+# 4: level 1 is spatial only (WF-VAE-S/M/L, Open-Sora Plan v1.3); 8: level 1 also halves time
+# (the reference's 8x8x8 variant, Open-Sora Plan v1.5's WF-VAE-M; not described in the paper).
+# The reference derives its level-1 widths and ``temporal_uptimes`` from the block names alone;
+# a mix of the two rows does not build or run there, so it is rejected here.
+# Source: reference ``modeling_wfvae.py`` (``Encoder``/``Decoder`` "For temporal usage",
+# ``WFVAEModel.__init__`` ``temporal_uptimes``).
+_L1_VARIANTS = {
+    4: ("Downsample", "HaarWaveletTransform2D", "Upsample", "InverseHaarWaveletTransform2D"),
+    8: (
+        "Spatial2xTime2x3DDownsample",
+        "HaarWaveletTransform3D",
+        "Spatial2xTime2x3DUpsample",
+        "InverseHaarWaveletTransform3D",
+    ),
 }
 # Keys diffusers writes into config.json that are not constructor arguments.
 _IGNORED_KEYS = ("_class_name", "_diffusers_version", "_name_or_path")
@@ -38,6 +60,17 @@ class WFVAEConfig:
     released config.json loads unchanged. ``scale``/``shift`` are the latent normalisation for
     diffusion users (the reference ships 4-entry placeholders; ``python -m wfvae_jax.latent_stats``
     measures real per-channel values).
+
+    Two temporal variants (``temporal_downsample``): 4 (the defaults; videos ``T = 1 + 4k``) and
+    8, the 8x8x8 variant (``l1_dowmsample_block="Spatial2xTime2x3DDownsample"``,
+    ``l1_downsample_wavelet="HaarWaveletTransform3D"``, ``l1_upsample_block=
+    "Spatial2xTime2x3DUpsample"``, ``l1_upsample_wavelet="InverseHaarWaveletTransform3D"``; videos
+    ``T = 1 + 8k``). The four level-1 fields must name the same variant.
+
+    Raises:
+      ValueError: an unsupported block/wavelet/norm name, a mix of the 4x and 8x level-1 fields
+        (naming the fields), a non-positive width or count, or a groupnorm width not divisible
+        by 32.
     """
 
     latent_dim: int = 8
@@ -71,6 +104,13 @@ class WFVAEConfig:
                 raise ValueError(
                     f"{key}={getattr(self, key)!r} is not supported; expected one of {allowed}"
                 )
+        l1 = tuple(getattr(self, k) for k in _L1_FIELDS)
+        if l1 not in _L1_VARIANTS.values():
+            got = ", ".join(f"{k}={v!r}" for k, v in zip(_L1_FIELDS, l1, strict=True))
+            raise ValueError(
+                f"inconsistent level-1 blocks: {got}. The four level-1 fields name one variant: "
+                f"4x temporal {_L1_VARIANTS[4]} or 8x temporal {_L1_VARIANTS[8]} (in that order)"
+            )
         for key in (
             "latent_dim",
             "base_channels",
@@ -102,7 +142,7 @@ class WFVAEConfig:
 
         Source: reference ``WFVAEModel.__init__`` (``temporal_uptimes``).
         """
-        return 8 if self.l1_dowmsample_block == "Spatial2xTime2x3DDownsample" else 4
+        return 8 if self.l1_dowmsample_block == _L1_VARIANTS[8][0] else 4
 
     @property
     def spatial_downsample(self) -> int:
@@ -165,6 +205,23 @@ class WFVAEConfig:
         return dataclasses.replace(self, **kw)
 
 
+# Open-Sora Plan v1.5.0's released latent normalisation (its config's ``scale``/``shift``).
+# fmt: off
+_OSP15_SCALE = (
+    0.7031, 0.7109, 1.5391, 1.2969, 0.7109, 1.4141, 1.3828, 2.1719,
+    1.7266, 1.8281, 1.9141, 1.2031, 0.6875, 0.9609, 1.6484, 1.1875,
+    1.5312, 1.1328, 0.8828, 0.6836, 0.8828, 0.9219, 1.6953, 1.4453,
+    1.5312, 0.6836, 0.7656, 0.8242, 1.2344, 1.0312, 1.7266, 0.9492,
+)
+_OSP15_SHIFT = (
+    -0.2129, 0.1226, 1.6328, 0.6211, -0.8750, 0.6172, -0.5703, 0.1348,
+    -0.2178, -0.9375, 0.3184, 0.3281, -0.0544, -0.1826, -0.2812, 0.4355,
+    0.1621, -0.2578, 0.7148, -0.7422, -0.2295, -0.2324, -1.4922, 0.6328,
+    1.1250, -0.2578, -2.1094, 1.0391, 1.1797, -1.2422, -0.2988, -0.9570,
+)
+# fmt: on
+
+
 def _released(**kw: Any) -> WFVAEConfig:
     base = dict(norm_type="layernorm", t_interpolation="trilinear", use_attention=True)
     base.update(kw)
@@ -205,7 +262,23 @@ NAMED_CONFIGS: dict[str, WFVAEConfig] = {
         decoder_energy_flow_hidden_size=128,
         connect_res_layer_num=2,
     ),
-    # The shared parity checkpoint's architecture; small enough for CPU tests and runs.
+    # Open-Sora Plan v1.5.0's 8x8x8 WF-VAE-M (wfvae_888_dim32.ckpt, "Anysize_8x8x8_32dim"):
+    # every value, scale/shift included, from the ``ae`` section of model_opensoraplan1_5.json
+    # and inference_t2v_model1_5.json in the README of PKU-YuanGroup/Open-Sora-Plan's
+    # mindspeed_mmdit branch (attention_type is not listed there; AttnBlock3DFix is the default
+    # and the only one); 8x8x8 (32) and "WF-VAE-M" from its docs/Report-v1.5.0.md.
+    "OpenSoraPlan-v1.5-WF-VAE-M-888-32Chn": _released(
+        base_channels=160,
+        latent_dim=32,
+        encoder_energy_flow_hidden_size=128,
+        decoder_energy_flow_hidden_size=128,
+        connect_res_layer_num=1,
+        **dict(zip(_L1_FIELDS, _L1_VARIANTS[8], strict=True)),
+        scale=_OSP15_SCALE,
+        shift=_OSP15_SHIFT,
+    ),
+    # The shared parity checkpoints' architecture (4x: wfvae_tiny; with the 8x level-1 fields:
+    # wfvae_888_tiny); small enough for CPU tests and runs.
     "tiny": _released(
         base_channels=16,
         latent_dim=8,

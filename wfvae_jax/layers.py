@@ -378,9 +378,12 @@ class Spatial2xTime2x3DUpsample(nn.Module):
     (``t_interpolation``: trilinear = linear, align_corners False; or nearest) among themselves,
     then bilinear 2x in space; then a causal 3x3x3 conv. ``T`` frames -> ``2T - 1``.
     Linear time interpolation looks one frame ahead, hence the decoder's lookahead in chunks.
-    Cache: ``(frame, valid)``: the last input frame before the lookahead, and whether one exists
-    (after the single-frame first chunk there is none, and the next chunk's left edge repeats its
-    own first frame exactly as direct inference treats frames 1..), plus the conv's cache.
+    Cache: ``(frame, valid)``: the last input frame before the ``lookahead`` trailing frames, and
+    whether one exists (after the single-frame first chunk there is none, and the next chunk's
+    left edge repeats its own first frame exactly as direct inference treats frames 1..), plus
+    the conv's cache (its input's lookahead is ``2 * lookahead``). The reference's ``depth``
+    instead fixes the lookahead at ``2**depth`` frames (cache slice ``x[-(2**depth) - 1]``):
+    depth 0 for up2 and, in the 8x variant, depth 1 for up1, whose input is already 2x in time.
     Source: reference ``Spatial2xTime2x3DUpsample`` (its ``enable_cached`` path).
     """
 

@@ -3,11 +3,16 @@
 Source: reference ``causalvideovae/model/vae/modeling_wfvae.py`` (``Encoder``, ``Decoder``,
 ``WFVAEModel``); paper Sec. 3.2, Eqs. 2-3 (arXiv 2411.17459).
 
-Shapes for a video ``(B, T, H, W, 3)``, ``T = 1 + 4k``, with ``b = base_channels``, ``E`` the
-energy-flow width, ``L = latent_dim``; ``T2 = 1 + 2k`` and ``T4 = 1 + k`` frames:
-  encoder: Haar3D -> (B, T2, H/2, W/2, 24) -> down1 -> (B, T2, H/4, W/4, b) | W2 inflow
-           -> down2 -> (B, T4, H/8, W/8, 2b) | W3 inflow -> mid -> (B, T4, H/8, W/8, 2L)
+Shapes for a video ``(B, T, H, W, 3)``, ``T = 1 + d k`` with ``d = config.temporal_downsample``
+(4, or 8 for the 8x8x8 variant), ``b = base_channels``, ``E`` the energy-flow width,
+``L = latent_dim``; ``T2 = 1 + (d/2) k`` frames after the input Haar, ``T1 = 1 + 2k`` after
+level 1 (= ``T2`` when ``d = 4``) and ``Tl = 1 + k`` latent frames; ``C1`` = 12 (2D Haar, d = 4)
+or 24 (3D Haar, d = 8):
+  encoder: Haar3D -> (B, T2, H/2, W/2, 24) -> down1 -> (B, T1, H/4, W/4, b) | W2 inflow
+           -> down2 -> (B, Tl, H/8, W/8, 2b) | W3 inflow -> mid -> (B, Tl, H/8, W/8, 2L)
   decoder: the mirror; the energy-flow outflows are inverse wavelets added into the next level.
+The 8x variant is the reference's (Open-Sora Plan v1.5's WF-VAE-M), not in the paper: level 1's
+downsampler/upsampler halve/double time too and its energy flow is a 3D Haar of LLL (``C1`` 24).
 Every module returns its Causal Cache (see ``wfvae_jax.layers``).
 """
 
@@ -46,11 +51,13 @@ def _get(cache: Cache, name: str) -> Cache:
 
 
 class Encoder(nn.Module):
-    """``(B, T, H, W, 3)`` -> moments ``(B, T4, H/8, W/8, 2L)``, taps ``(W2, W3)``, cache.
+    """``(B, T, H, W, 3)`` -> moments ``(B, Tl, H/8, W/8, 2L)``, taps ``(W2, W3)``, cache.
 
-    ``W2`` (``l1_coeffs``): 2D Haar of the LLL subband, ``(B, T2, H/4, W/4, 12)``; ``W3``
-    (``l2_coeffs``): 3D Haar of its LL subband, ``(B, T4, H/8, W/8, 24)``. In chunked inference
-    ``cache=None`` marks the first chunk (one frame); later chunks hold a multiple of 4 frames.
+    ``W2`` (``l1_coeffs``): Haar of the LLL subband, ``(B, T1, H/4, W/4, C1)`` (2D, or 3D in the
+    8x variant); ``W3`` (``l2_coeffs``): 3D Haar of its LL(L) subband,
+    ``(B, Tl, H/8, W/8, 24)``. In chunked inference ``cache=None`` marks the first chunk (one
+    frame); later chunks hold a multiple of ``temporal_downsample`` frames.
+    Source: reference ``Encoder`` (``modeling_wfvae.py``).
     """
 
     config: WFVAEConfig
@@ -60,11 +67,13 @@ class Encoder(nn.Module):
         c, b, dt = self.config, self.config.base_channels, self.dtype
         e, nt = c.encoder_energy_flow_hidden_size, c.norm_type
         n = c.encoder_num_resblocks
+        self.time_l1 = c.temporal_downsample == 8  # level 1 halves time too (8x variant)
         # Lists mirror the reference's nn.Sequential indices: down1_0 <-> down1.0, etc.
+        down = Spatial2xTime2x3DDownsample if self.time_l1 else Downsample
         self.down1 = (
             [Conv2d(b, dtype=dt)]
             + [ResnetBlock2D(b, b, nt, c.dropout, dtype=dt) for _ in range(n)]
-            + [Downsample(b, dtype=dt)]
+            + [down(b, dtype=dt)]
         )
         self.down2 = (
             [Conv2d(2 * b, dtype=dt)]
@@ -89,22 +98,28 @@ class Encoder(nn.Module):
         first = cache is None
         new: dict[str, Cache] = {}
         coeffs = wavelets.haar3d(x.astype(self.dtype), SCALE3D, causal=first)  # (B,T2,H/2,W/2,24)
-        l1_coeffs = wavelets.haar2d(coeffs[..., :3])  # LLL -> (B, T2, H/4, W/4, 12)
-        l1 = self.connect_l1(l1_coeffs)  # (B, T2, H/4, W/4, E)
-        l2_coeffs = wavelets.haar3d(l1_coeffs[..., :3], SCALE3D, causal=first)  # (B,T4,H/8,W/8,24)
-        l2 = self.connect_l2(l2_coeffs)  # (B, T4, H/8, W/8, E)
+        if self.time_l1:
+            l1_coeffs = wavelets.haar3d(coeffs[..., :3], SCALE3D, causal=first)  # (B,T1,H/4,W/4,24)
+        else:
+            l1_coeffs = wavelets.haar2d(coeffs[..., :3])  # LLL -> (B, T1, H/4, W/4, 12)
+        l1 = self.connect_l1(l1_coeffs)  # (B, T1, H/4, W/4, E)
+        l2_coeffs = wavelets.haar3d(l1_coeffs[..., :3], SCALE3D, causal=first)  # (B,Tl,H/8,W/8,24)
+        l2 = self.connect_l2(l2_coeffs)  # (B, Tl, H/8, W/8, E)
 
         h = self.down1[0](coeffs)
         for blk in self.down1[1:-1]:
             h = blk(h, deterministic)
-        h = self.down1[-1](h)  # (B, T2, H/4, W/4, b)
+        if self.time_l1:
+            h, new["down1_down"] = self.down1[-1](h, _get(cache, "down1_down"))
+        else:
+            h = self.down1[-1](h)  # (B, T1, H/4, W/4, b)
         h = jnp.concatenate([h, l1], axis=-1)  # W2 inflow (paper Eq. 2)
         h = self.down2[0](h)
         for i, blk in enumerate(self.down2[1:-1], 1):
             h, new[f"down2_{i}"] = blk(h, _get(cache, f"down2_{i}"), 0, deterministic)
-        h, new["down2_down"] = self.down2[-1](h, _get(cache, "down2_down"))  # (B,T4,H/8,W/8,2b)
+        h, new["down2_down"] = self.down2[-1](h, _get(cache, "down2_down"))  # (B,Tl,H/8,W/8,2b)
         h = jnp.concatenate([h, l2], axis=-1)  # W3 inflow
-        h = self._mid(h, cache, new, deterministic)  # (B, T4, H/8, W/8, 4b)
+        h = self._mid(h, cache, new, deterministic)  # (B, Tl, H/8, W/8, 4b)
         h = swish(self.norm_out(h))
         h, new["conv_out"] = self.conv_out(h, _get(cache, "conv_out"))
         return h, (l1_coeffs, l2_coeffs), new
@@ -119,13 +134,16 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent ``(B, t, h, w, L)`` -> video ``(B, 4t - 3, 8h, 8w, 3)``, taps ``(W2^, W3^)``, cache.
+    """Latent ``(B, t, h, w, L)`` -> video ``(B, d(t-1)+1, 8h, 8w, 3)``, taps ``(W2^, W3^)``, cache.
 
-    Chunked inference: ``cache=None`` marks the first chunk (one latent frame, no lookahead);
-    later chunks carry ``lookahead`` (0 or 1) extra trailing latent frames whose outputs the
-    caller drops. In a later chunk of ``m`` (+ lookahead) latent frames all ``4m`` (+4) frames are
-    produced. ``W2^`` is returned after the W3 outflow has been added into its LL subband, as the
-    reference's in-place update does.
+    ``d = config.temporal_downsample``. Chunked inference: ``cache=None`` marks the first chunk
+    (one latent frame, no lookahead); later chunks carry ``lookahead`` (0 or 1) extra trailing
+    latent frames whose outputs the caller drops. In a later chunk of ``m`` (+ lookahead) latent
+    frames all ``d m`` (+ ``d``) frames are produced. Each time upsampler doubles the lookahead
+    of the frames after it (the reference's cache offsets: 1 up to up2's upsampler, then 2, then
+    4 after up1's upsampler in the 8x variant). ``W2^`` is returned after the W3 outflow has been
+    added into its LL(L) subband, as the reference's in-place update does.
+    Source: reference ``Decoder`` and ``WFVAEModel._set_cache_offset`` (``modeling_wfvae.py``).
     """
 
     config: WFVAEConfig
@@ -152,9 +170,15 @@ class Decoder(nn.Module):
             + [Spatial2xTime2x3DUpsample(4 * b, c.t_interpolation, dtype=dt)]
             + [ResnetBlock3D(4 * b, 4 * b + e, nt, drop, dtype=dt)]
         )
+        self.time_l1 = c.temporal_downsample == 8  # level 1 doubles time too (8x variant)
+        up1_up = (
+            Spatial2xTime2x3DUpsample(2 * b, c.t_interpolation, dtype=dt)
+            if self.time_l1
+            else Upsample(2 * b, dtype=dt)
+        )
         self.up1 = (
             [ResnetBlock3D(4 * b if i == 0 else 2 * b, 2 * b, nt, drop, dtype=dt) for i in range(n)]
-            + [Upsample(2 * b, dtype=dt)]
+            + [up1_up]
             + [ResnetBlock3D(2 * b, 2 * b, nt, drop, dtype=dt)]
         )
         self.layer = [
@@ -162,7 +186,7 @@ class Decoder(nn.Module):
         ]
         r = c.connect_res_layer_num
         self.connect_l1 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [
-            Conv2d(12, dtype=dt)
+            Conv2d(24 if self.time_l1 else 12, dtype=dt)
         ]
         self.connect_l2 = [ResnetBlock3D(e, e, nt, drop, dtype=dt) for _ in range(r)] + [
             Conv2d(24, dtype=dt)
@@ -189,21 +213,25 @@ class Decoder(nn.Module):
                     la = 2 * la  # frames now at twice the rate
                 else:
                     h = blk(h)
-            return h
+            return h, la
 
         h, new["conv_in"] = self.conv_in(z.astype(self.dtype), _get(cache, "conv_in"), lookahead)
-        h = run3d(self.mid, "mid", h, lookahead)  # (B, t, h, w, 4b + E)
-        l2_coeffs = run3d(self.connect_l2, "connect_l2", h[..., -e:], lookahead)  # (.., 24)
-        l2 = wavelets.inverse_haar3d(l2_coeffs, SCALE3D, causal=first)  # (B, 2t-1, 2h, 2w, 3)
-        h = run3d(self.up2, "up2", h[..., :-e], lookahead)  # (B, 2t-1, 2h, 2w, 4b + E)
-        l1_coeffs = run3d(self.connect_l1, "connect_l1", h[..., -e:], 2 * lookahead)  # (.., 12)
+        # Frame counts: t2 = 2t - 1 after up2; t1 = t2 (4x) or 2 t2 - 1 (8x) after up1.
+        h, _ = run3d(self.mid, "mid", h, lookahead)  # (B, t, h, w, 4b + E)
+        l2_coeffs, _ = run3d(self.connect_l2, "connect_l2", h[..., -e:], lookahead)  # (.., 24)
+        l2 = wavelets.inverse_haar3d(l2_coeffs, SCALE3D, causal=first)  # (B, t2, 2h, 2w, 3)
+        h, la2 = run3d(self.up2, "up2", h[..., :-e], lookahead)  # (B, t2, 2h, 2w, 4b + E)
+        l1_coeffs, _ = run3d(self.connect_l1, "connect_l1", h[..., -e:], la2)  # (.., 12 | 24)
         l1_coeffs = l1_coeffs.at[..., :3].add(l2)  # W3 outflow into the LL band (paper Eq. 3)
-        l1 = wavelets.inverse_haar2d(l1_coeffs)  # (B, 2t-1, 4h, 4w, 3)
-        h = run3d(self.up1, "up1", h[..., :-e], 2 * lookahead)  # (B, 2t-1, 4h, 4w, 2b)
-        h = run3d(self.layer, "layer", h, 2 * lookahead)  # (B, 2t-1, 4h, 4w, b)
-        h = self.conv_out(swish(self.norm_out(h)))  # (B, 2t-1, 4h, 4w, 24)
+        if self.time_l1:
+            l1 = wavelets.inverse_haar3d(l1_coeffs, SCALE3D, causal=first)  # (B, t1, 4h, 4w, 3)
+        else:
+            l1 = wavelets.inverse_haar2d(l1_coeffs)  # (B, t1, 4h, 4w, 3)
+        h, la1 = run3d(self.up1, "up1", h[..., :-e], la2)  # (B, t1, 4h, 4w, 2b)
+        h, _ = run3d(self.layer, "layer", h, la1)  # (B, t1, 4h, 4w, b)
+        h = self.conv_out(swish(self.norm_out(h)))  # (B, t1, 4h, 4w, 24)
         h = h.at[..., :3].add(l1)  # W2 outflow into the LLL band
-        dec = wavelets.inverse_haar3d(h, SCALE3D, causal=first)  # (B, 4t-3, 8h, 8w, 3)
+        dec = wavelets.inverse_haar3d(h, SCALE3D, causal=first)  # (B, d(t-1)+1, 8h, 8w, 3)
         return dec, (l1_coeffs, l2_coeffs), new
 
 
