@@ -21,21 +21,39 @@ from wfvae_jax.posterior import DiagonalGaussian
 
 Params = Any
 
+# Video values beyond [-1, 1] by more than this are an input error (0-255 frames, say); the slack
+# admits rounding in the caller's resizing and dtype casts.
+VIDEO_RANGE_TOL = 1e-2
+_UINT8_HINT = "for uint8 / 0-255 frames use x / 127.5 - 1 (wfvae_jax.video_io.to_float)"
+
+
+def _value_stats(x: Any) -> tuple[bool, float, float] | None:
+    """(all finite, min, max) of a concrete array, on its device; None under jit or if empty."""
+    if isinstance(x, jax.core.Tracer) or np.size(x) == 0:
+        return None  # under jit values are unknown; callers validate before tracing
+    xp = jnp if isinstance(x, jax.Array) else np  # a device array is reduced where it lives
+    a = xp.asarray(x, xp.float32)
+    if not bool(xp.isfinite(a).all()):
+        return False, float("nan"), float("nan")
+    return True, float(a.min()), float(a.max())
+
 
 def _check_finite(x: Any, what: str) -> None:
-    if isinstance(x, jax.core.Tracer):
-        return  # under jit values are unknown; callers validate before tracing
-    if not bool(np.isfinite(np.asarray(x, np.float32)).all()):
+    stats = _value_stats(x)
+    if stats is not None and not stats[0]:
         raise ValueError(f"{what} contains NaN or Inf values")
 
 
 def validate_video(video: Any, config: WFVAEConfig | None = None) -> None:
     """Checks a video batch for :func:`encode`.
 
-    Expects ``(B, T, H, W, 3)`` channels-last, ``T = 1 + 4k``, ``H`` and ``W`` divisible by 8,
-    finite values (nominally in [-1, 1]).
+    Expects ``(B, T, H, W, 3)`` channels-last, ``T = 1 + d k`` (``d = config.temporal_downsample``,
+    4 or 8), ``H`` and ``W`` divisible by 8, a float dtype, finite values in [-1, 1] (to within
+    ``VIDEO_RANGE_TOL``). Values are checked only for concrete arrays (not under ``jax.jit``).
     Raises:
-      ValueError: naming the problem; for a bad T, the nearest valid T. Never truncates.
+      ValueError: naming the problem; for a bad T, the nearest valid T; for an integer dtype
+        (uint8 frames) or values outside [-1, 1], the conversion ``x / 127.5 - 1``. Never
+        truncates or clips.
     """
     shape = tuple(np.shape(video))
     if len(shape) != 5:
@@ -48,7 +66,22 @@ def validate_video(video: Any, config: WFVAEConfig | None = None) -> None:
     (config or WFVAEConfig()).check_num_frames(t)
     if h % 8 or w % 8 or h == 0 or w == 0:
         raise ValueError(f"H and W must be positive multiples of 8, got H={h}, W={w}")
-    _check_finite(video, "video")
+    dtype = getattr(video, "dtype", None)
+    dtype = np.asarray(video).dtype if dtype is None else dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"video must be a float array with values in [-1, 1], got dtype {dtype}; {_UINT8_HINT}"
+        )
+    stats = _value_stats(video)
+    if stats is None:
+        return
+    finite, lo, hi = stats
+    if not finite:
+        raise ValueError("video contains NaN or Inf values")
+    if lo < -1 - VIDEO_RANGE_TOL or hi > 1 + VIDEO_RANGE_TOL:
+        raise ValueError(
+            f"video values must be in [-1, 1], got min {lo:.4g}, max {hi:.4g}; {_UINT8_HINT}"
+        )
 
 
 def validate_latent(z: Any, config: WFVAEConfig) -> None:
@@ -88,17 +121,20 @@ def encode(
 
     Args:
       params: the ``params`` pytree (``load_pretrained`` or ``init_params``).
-      video: ``(B, T, H, W, 3)`` float, values in [-1, 1], ``T = 1 + 4k``, H and W multiples of 8.
+      video: ``(B, T, H, W, 3)`` float, values in [-1, 1] (see :func:`validate_video`),
+        ``T = 1 + d k`` with ``d = config.temporal_downsample`` (4, or 8 for the 8x8x8 variant),
+        H and W multiples of 8.
       config: the model's :class:`WFVAEConfig`.
       dtype: compute dtype, ``jnp.float32`` or ``jnp.bfloat16``.
-      t_chunk: video frames per Causal Cache chunk (a multiple of 4) for bounded memory;
+      t_chunk: video frames per Causal Cache chunk (a multiple of ``d``) for bounded memory;
         ``None`` encodes the whole clip at once. Both give the same result (layernorm models).
       return_taps: also return the encoder's ``(W2, W3)`` coefficients (direct mode only).
     Returns:
       :class:`DiagonalGaussian` with ``mean``/``logvar`` ``(B, 1 + k, H/8, W/8, latent_dim)``
       (dtype ``dtype``); with ``return_taps``, ``(posterior, (W2, W3))``.
     Raises:
-      ValueError: bad shape, frame count, spatial size, non-finite values, or bad ``t_chunk``.
+      ValueError: bad shape, frame count, spatial size, dtype (uint8), non-finite values or
+        values outside [-1, 1], or bad ``t_chunk``.
     Source: reference ``WFVAEModel.encode``.
     """
     validate_video(video, config)
@@ -128,7 +164,8 @@ def decode(
       t_chunk: latent frames per Causal Cache chunk (>= 1), or ``None`` for direct decoding.
       return_taps: also return the decoder's ``(W2^, W3^)`` coefficients for the WL loss.
     Returns:
-      ``(B, 4t - 3, 8h, 8w, 3)`` in ``dtype`` (nominally [-1, 1], not clipped); with
+      ``(B, d(t - 1) + 1, 8h, 8w, 3)`` (``d = config.temporal_downsample``) in ``dtype``
+      (nominally [-1, 1], not clipped); with
       ``return_taps``, ``(video, (W2^, W3^))``.
     Raises:
       ValueError: wrong rank or channel count, non-finite values, bad ``t_chunk``.
