@@ -10,15 +10,37 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 DATA = pathlib.Path(__file__).parent / "data"
 TINY = DATA / "wfvae_tiny"
+TINY_888 = DATA / "wfvae_888_tiny"  # the 8x8x8 (temporal_downsample 8) variant
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
+
+_LOADED: dict[pathlib.Path, tuple] = {}
+
+
+def load_tiny(path: pathlib.Path) -> tuple:
+    """(params, config, vectors) of a reference parity checkpoint dir; vectors are NCTHW."""
+    if path not in _LOADED:
+        from safetensors.numpy import load_file
+
+        from wfvae_jax.convert import load_reference
+
+        params, config = load_reference(path)
+        _LOADED[path] = (params, config, load_file(os.fspath(path / "vectors.safetensors")))
+    return _LOADED[path]
 
 
 @pytest.fixture(scope="session")
 def tiny():
-    """(params, config, vectors) of the reference tiny parity checkpoint; vectors are NCTHW."""
-    from safetensors.numpy import load_file
+    """(params, config, vectors) of the reference tiny parity checkpoint (4x temporal)."""
+    return load_tiny(TINY)
 
-    from wfvae_jax.convert import load_reference
 
-    params, config = load_reference(TINY)
-    return params, config, load_file(os.fspath(TINY / "vectors.safetensors"))
+@pytest.fixture(scope="session")
+def tiny888():
+    """(params, config, vectors) of the reference 8x8x8 tiny parity checkpoint."""
+    return load_tiny(TINY_888)
+
+
+@pytest.fixture(scope="session", params=["4x", "8x"])
+def tiny_any(request):
+    """Both reference tiny checkpoints in turn: ``wfvae_tiny`` (4x) and ``wfvae_888_tiny`` (8x)."""
+    return load_tiny(TINY if request.param == "4x" else TINY_888)

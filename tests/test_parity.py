@@ -1,4 +1,8 @@
-"""The converted reference checkpoint reproduces every reference output tensor (float32)."""
+"""The converted reference checkpoints reproduce every reference output tensor (float32).
+
+Both shared tiny checkpoints: ``wfvae_tiny`` (4x temporal; cases T = 9, 33, 1) and
+``wfvae_888_tiny`` (the 8x8x8 variant; cases T = 17, 41, 1).
+"""
 
 import numpy as np
 import pytest
@@ -14,8 +18,8 @@ def cl(a):
 
 
 @pytest.mark.parametrize("case", ["short", "long", "image"])
-def test_parity_with_reference(tiny, case):
-    params, config, vec = tiny
+def test_parity_with_reference(tiny_any, case):
+    params, config, vec = tiny_any
     x = cl(vec[f"{case}/x"])
     post, (l1, l2) = wfvae_jax.encode(params, x, config, return_taps=True)
     got = {
@@ -33,10 +37,20 @@ def test_parity_with_reference(tiny, case):
         assert err <= TOL, f"{case}/{name}: max abs error {err}"
 
 
-def test_forward_pass_matches_encode_then_decode(tiny):
+def test_8x_shapes(tiny888):
+    """The 8x variant's frame counts: T = 1 + 8k video frames <-> 1 + k latent frames."""
+    _, config, vec = tiny888
+    assert config.temporal_downsample == 8
+    x, z, l1, l2 = (vec[f"long/{k}"] for k in ("x", "z", "enc_l1", "enc_l2"))
+    assert x.shape[2] == 41 and z.shape[2] == config.latent_frames(41) == 6
+    # W2 is a 3D Haar (24 channels) at T/4 frames, W3 at the latent rate.
+    assert l1.shape[1:3] == (24, 11) and l2.shape[1:3] == (24, 6)
+
+
+def test_forward_pass_matches_encode_then_decode(tiny_any):
     import jax
 
-    params, config, vec = tiny
+    params, config, vec = tiny_any
     x = cl(vec["short/x"])
     out = WFVAE(config).apply({"params": params}, x, sample_posterior=False)
     np.testing.assert_allclose(out.sample, cl(vec["short/y"]), atol=TOL)
