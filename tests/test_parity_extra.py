@@ -11,6 +11,13 @@ decoder resblocks 1 and 3, different encoder and decoder energy-flow widths,
 ``connect_res_layer_num`` 0 and 2, no attention, nearest time interpolation, and
 T = 1, 5, 17, 21 at spatial sizes 8x8, 16x16, 24x40 and 40x24 (H x W).
 
+The ``t8_*`` configs are the 8x8x8 variant (``L1_8X``; ``test_parity.py`` covers only the shared
+``wfvae_888_tiny``): base widths 8, 24 and 32, latent 4 and 32, resblocks 1/3 and 3/1, energy
+flow 8/16 and 16/24, ``connect_res_layer_num`` 0 and 2, no attention, nearest, GroupNorm, and
+T = 1, 17, 25, 33, 41 at non-square sizes. For the ``TILED`` cases the generator also ran the
+reference's own chunked inference (``enable_tiling`` with the given chunk sizes), stored as
+``z_tiled``/``y_tiled``.
+
 This module's top level needs only NumPy and pytest, so the generator can import it under a
 PyTorch environment without JAX.
 """
@@ -71,6 +78,60 @@ CONFIGS: dict[str, dict] = {
     ),
 }
 
+# The reference's 8x8x8 variant: level 1 halves/doubles time too (temporal_downsample 8).
+L1_8X = dict(
+    l1_dowmsample_block="Spatial2xTime2x3DDownsample",
+    l1_downsample_wavelet="HaarWaveletTransform3D",
+    l1_upsample_block="Spatial2xTime2x3DUpsample",
+    l1_upsample_wavelet="InverseHaarWaveletTransform3D",
+)
+CONFIGS.update(
+    {
+        "t8_latent32_connect2": dict(
+            seed=104,
+            latent_dim=32,
+            base_channels=24,
+            encoder_num_resblocks=1,
+            decoder_num_resblocks=3,
+            encoder_energy_flow_hidden_size=16,
+            decoder_energy_flow_hidden_size=24,
+            use_attention=True,
+            norm_type="layernorm",
+            t_interpolation="trilinear",
+            connect_res_layer_num=2,
+            **L1_8X,
+        ),
+        "t8_noattn_nearest_connect0": dict(
+            seed=105,
+            latent_dim=4,
+            base_channels=8,
+            encoder_num_resblocks=3,
+            decoder_num_resblocks=1,
+            encoder_energy_flow_hidden_size=8,
+            decoder_energy_flow_hidden_size=16,
+            use_attention=False,
+            norm_type="layernorm",
+            t_interpolation="nearest",
+            connect_res_layer_num=0,
+            **L1_8X,
+        ),
+        "t8_groupnorm": dict(
+            seed=106,
+            latent_dim=8,
+            base_channels=32,
+            encoder_num_resblocks=2,
+            decoder_num_resblocks=2,
+            encoder_energy_flow_hidden_size=32,
+            decoder_energy_flow_hidden_size=32,
+            use_attention=True,
+            norm_type="groupnorm",
+            t_interpolation="trilinear",
+            connect_res_layer_num=1,
+            **L1_8X,
+        ),
+    }
+)
+
 # Per config: case name -> (T, H, W) of a B=1 input drawn U(-1, 1) (see make_input).
 CASES: dict[str, dict[str, tuple[int, int, int]]] = {
     # Several frames, so GroupNorm over (T, H, W) differs from GroupNorm per frame; H != W.
@@ -78,6 +139,22 @@ CASES: dict[str, dict[str, tuple[int, int, int]]] = {
     "latent16_connect2": {"t17_16x16": (17, 16, 16)},
     # T = 1 takes the image path (no time interpolation); 8x8 gives a 1x1 latent.
     "noattn_nearest_connect0": {"t21_8x8": (21, 8, 8), "t1_40x24": (1, 40, 24)},
+    "t8_latent32_connect2": {"t25_16x24": (25, 16, 24), "t41_8x16": (41, 8, 16)},
+    "t8_noattn_nearest_connect0": {
+        "t17_24x16": (17, 24, 16),
+        "t1_16x8": (1, 16, 8),
+        "t33_8x8": (33, 8, 8),
+    },
+    "t8_groupnorm": {"t17_8x16": (17, 8, 16)},
+}
+
+# Cases whose reference chunked outputs are stored: (encoder t_chunk in video frames, decoder
+# t_chunk in latent frames). The reference's own ``tile_decode`` is exact only when no chunk but
+# the last ends one latent frame before the end ((t_latent - 1) % t_chunk != 1, t_chunk >= 2);
+# these chunks satisfy that and give decoder chunks that carry a lookahead frame.
+TILED: dict[str, dict[str, tuple[int, int]]] = {
+    "t8_latent32_connect2": {"t41_8x16": (16, 3)},
+    "t8_noattn_nearest_connect0": {"t33_8x8": (8, 2)},
 }
 
 # Output tensors written per case (channels-first, as the reference returns them).
@@ -191,3 +268,26 @@ def test_parity_with_reference(name, case):
         errors[out] = float(np.abs(np.asarray(got[out], np.float32) - ref).max())
     bad = {k: v for k, v in errors.items() if not v <= TOL}
     assert not bad, f"{name}/{case}: max abs errors over {TOL}: {bad} (all: {errors})"
+
+
+@pytest.mark.parametrize("name,case", [(n, c) for n in sorted(TILED) for c in sorted(TILED[n])])
+def test_chunked_matches_reference_chunked(name, case):
+    """Our Causal Cache at the reference's chunk sizes == its ``enable_tiling`` outputs."""
+    import wfvae_jax
+
+    params, config, _ = _params(name)
+    vec = _vectors(name)
+    enc_chunk, dec_chunk = TILED[name][case]
+    x = _cl(vec[f"{case}/x"])
+    z = wfvae_jax.encode(params, x, config, t_chunk=enc_chunk).mean
+    z_direct = wfvae_jax.encode(params, x, config).mean
+    y = wfvae_jax.decode(params, _cl(vec[f"{case}/z"]), config, t_chunk=dec_chunk)
+    y_direct = wfvae_jax.decode(params, _cl(vec[f"{case}/z"]), config)
+    errors = {
+        "z_tiled": float(np.abs(np.asarray(z) - _cl(vec[f"{case}/z_tiled"])).max()),
+        "y_tiled": float(np.abs(np.asarray(y) - _cl(vec[f"{case}/y_tiled"])).max()),
+    }
+    assert all(v <= TOL for v in errors.values()), f"{name}/{case}: {errors}"
+    # Chunked equals our own direct inference much more tightly than the cross-framework TOL.
+    assert float(np.abs(z - z_direct).max()) <= 1e-5
+    assert float(np.abs(y - y_direct).max()) <= 1e-5

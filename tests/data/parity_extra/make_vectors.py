@@ -5,13 +5,18 @@ its configs and weight recipe), plus a checkout of the reference PyTorch WF-VAE
 (PKU-YuanGroup/WF-VAE, tested at d858bee); nothing of the reference is copied here, it is
 imported from the given path::
 
-    python tests/data/parity_extra/make_vectors.py /path/to/WF-VAE [--out DIR]
+    python tests/data/parity_extra/make_vectors.py /path/to/WF-VAE [--out DIR] [--only NAME ...]
 
 For each config in ``CONFIGS`` it builds the reference ``WFVAEModel``, loads the recipe weights
 (``reference_weights``) strictly (the fixed Haar kernels stay as the reference initialises them),
 and for each case runs, on CPU in float32, ``encode(x)`` and ``decode(z)`` with ``z`` the posterior
 mean. It writes ``<config>.safetensors`` holding, per case, ``<case>/x`` and the outputs named in
 ``OUTPUTS`` (channels-first), plus ``recipe_checksum``; the config is in the file's metadata.
+For the cases in ``TILED`` it also runs the reference's own chunked inference (``enable_tiling``
+with the listed chunk sizes instead of its auto-selected ones) and writes ``<case>/z_tiled``
+(the posterior mean) and ``<case>/y_tiled`` (chunked decode of ``z``), after checking they are
+within 1e-5 of its direct outputs. ``--only`` writes just the named configs (the others' files
+stay byte-identical).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reference", help="root of a PKU-YuanGroup/WF-VAE checkout")
     ap.add_argument("--out", default=str(HERE), help="output directory")
+    ap.add_argument("--only", nargs="*", default=None, help="config names (default: all)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         CASES,
         CONFIGS,
         OUTPUTS,
+        TILED,
         make_input,
         model_kwargs,
         recipe_checksum,
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     torch.manual_seed(0)
-    for name in sorted(CONFIGS):
+    for name in sorted(args.only or CONFIGS):
         model = WFVAEModel(**model_kwargs(name)).eval()
         state = model.state_dict()
         fixed = {k for k in state if "wavelet_transform" in k}
@@ -81,6 +88,21 @@ def main(argv: list[str] | None = None) -> None:
             tensors[f"{case}/x"] = x
             for key in OUTPUTS:
                 tensors[f"{case}/{key}"] = np.ascontiguousarray(out[key].numpy(), np.float32)
+            if case in TILED.get(name, {}):
+                enc_chunk, dec_chunk = TILED[name][case]
+                model.enable_tiling(True)
+                # Fixed chunks rather than the auto-selected ones (which would skip lookahead).
+                model.temporal_size, model.t_chunk_enc, model.t_chunk_dec = t, enc_chunk, dec_chunk
+                with torch.no_grad():
+                    z_tiled = model.encode(torch.from_numpy(x)).latent_dist.mean
+                    y_tiled = model.decode(z).sample
+                model.disable_tiling()
+                model.temporal_size = None
+                for key, tiled, direct in (("z", z_tiled, z), ("y", y_tiled, dec.sample)):
+                    err = float((tiled - direct).abs().max())
+                    assert err <= 1e-5, f"{name}/{case}: reference tiled {key} off by {err}"
+                    tensors[f"{case}/{key}_tiled"] = np.ascontiguousarray(tiled.numpy(), np.float32)
+                    print(name, case, f"reference {key}_tiled vs direct: {err:.2e}")
             print(name, case, {k: tuple(v.shape) for k, v in out.items()})
         meta = {"config": json.dumps(model_kwargs(name)), "reference": "PKU-YuanGroup/WF-VAE"}
         path = pathlib.Path(args.out) / f"{name}.safetensors"
