@@ -1,4 +1,8 @@
-"""Causal Cache: chunked == direct, compile-once, and causality, on both paths."""
+"""Causal Cache: chunked == direct, compile-once, and causality, on both paths.
+
+For both shared tiny checkpoints: ``tiny`` (4x temporal) and ``tiny888`` (the 8x8x8 variant,
+encoder chunks a multiple of 8 video frames).
+"""
 
 import jax
 import numpy as np
@@ -9,6 +13,12 @@ from wfvae_jax import causal_cache
 from wfvae_jax.config import WFVAEConfig
 
 TOL = 1e-5
+L1_8X = dict(
+    l1_dowmsample_block="Spatial2xTime2x3DDownsample",
+    l1_downsample_wavelet="HaarWaveletTransform3D",
+    l1_upsample_block="Spatial2xTime2x3DUpsample",
+    l1_upsample_wavelet="InverseHaarWaveletTransform3D",
+)
 
 
 def cl(a):
@@ -26,20 +36,37 @@ def test_long_case_against_reference_outputs(tiny):
     assert np.abs(y - cl(vec["long/y"])).max() <= 1e-4
 
 
-@pytest.mark.parametrize("t_chunk", [4, 12, 32, 64])
-def test_encode_chunked_equals_direct(tiny, t_chunk):
-    params, config, vec = tiny
-    x = cl(vec["long/x"])  # T = 33
+# The reference's auto-selected chunks (encoder, decoder) for its z_tiled / y_tiled.
+@pytest.mark.parametrize("case,chunks", [("short", (8, 2)), ("long", (8, 8))])
+def test_8x_against_reference_chunked_outputs(tiny888, case, chunks):
+    params, config, vec = tiny888
+    post = wfvae_jax.encode(params, cl(vec[f"{case}/x"]), config, t_chunk=chunks[0])
+    assert np.abs(post.mean - cl(vec[f"{case}/z_tiled"])).max() <= 1e-4
+    y = wfvae_jax.decode(params, cl(vec[f"{case}/z"]), config, t_chunk=chunks[1])
+    assert y.shape == vec[f"{case}/x"].shape[:1] + vec[f"{case}/x"].shape[2:] + (3,)
+    assert np.abs(y - cl(vec[f"{case}/y_tiled"])).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "ckpt,t_chunk",
+    [("tiny", c) for c in (4, 12, 32, 64)] + [("tiny888", c) for c in (8, 16, 24, 64)],
+)
+def test_encode_chunked_equals_direct(request, ckpt, t_chunk):
+    params, config, vec = request.getfixturevalue(ckpt)
+    x = cl(vec["long/x"])  # T = 33 (4x), 41 (8x)
     direct = wfvae_jax.encode(params, x, config)
     chunked = wfvae_jax.encode(params, x, config, t_chunk=t_chunk)
     assert np.abs(chunked.mean - direct.mean).max() <= TOL
     assert np.abs(chunked.logvar - direct.logvar).max() <= TOL
 
 
-@pytest.mark.parametrize("t_chunk", [1, 2, 3, 8, 20])
-def test_decode_chunked_equals_direct(tiny, t_chunk):
-    params, config, vec = tiny
-    z = cl(vec["long/z"])  # 9 latent frames
+@pytest.mark.parametrize(
+    "ckpt,t_chunk",
+    [("tiny", c) for c in (1, 2, 3, 8, 20)] + [("tiny888", c) for c in (1, 2, 3, 4, 8)],
+)
+def test_decode_chunked_equals_direct(request, ckpt, t_chunk):
+    params, config, vec = request.getfixturevalue(ckpt)
+    z = cl(vec["long/z"])  # 9 latent frames (4x), 6 (8x)
     direct = wfvae_jax.decode(params, z, config)
     chunked = wfvae_jax.decode(params, z, config, t_chunk=t_chunk)
     assert chunked.shape == direct.shape
@@ -53,14 +80,18 @@ RANDOM_CONFIGS = [
 
 
 @pytest.mark.parametrize("overrides", RANDOM_CONFIGS)
-@pytest.mark.parametrize("t,t_chunk", [(5, 4), (13, 8), (21, 8)])
-def test_random_configs(overrides, t, t_chunk):
+@pytest.mark.parametrize(
+    "variant,t,t_chunk",
+    [("4x", 5, 4), ("4x", 13, 8), ("4x", 21, 8), ("8x", 9, 8), ("8x", 25, 16), ("8x", 41, 24)],
+)
+def test_random_configs(overrides, variant, t, t_chunk):
     cfg = WFVAEConfig(
         base_channels=8,
         encoder_energy_flow_hidden_size=8,
         decoder_energy_flow_hidden_size=8,
         norm_type="layernorm",
         t_interpolation="trilinear",
+        **(L1_8X if variant == "8x" else {}),
     ).replace(**overrides)
     params = wfvae_jax.init_params(cfg, jax.random.key(3))
     x = np.random.default_rng(t).uniform(-1, 1, (2, t, 16, 24, 3)).astype(np.float32)
@@ -68,7 +99,8 @@ def test_random_configs(overrides, t, t_chunk):
     c = wfvae_jax.encode(params, x, cfg, t_chunk=t_chunk)
     assert np.abs(c.mean - d.mean).max() <= TOL
     yd = wfvae_jax.decode(params, d.mean, cfg)
-    yc = wfvae_jax.decode(params, d.mean, cfg, t_chunk=t_chunk // 4)
+    assert yd.shape[1] == t
+    yc = wfvae_jax.decode(params, d.mean, cfg, t_chunk=cfg.latent_chunk(t_chunk))  # t_chunk / d
     assert np.abs(yc - yd).max() <= TOL
 
 
@@ -94,16 +126,25 @@ def test_bad_t_chunk(tiny):
         wfvae_jax.decode(params, np.zeros((1, 3, 1, 1, 8), np.float32), config, t_chunk=0)
 
 
-def test_scan_body_traced_once_per_chunk_shape(tiny):
-    params, config, _ = tiny
+def test_bad_t_chunk_8x(tiny888):
+    params, config, _ = tiny888
+    for bad in (4, 12):  # valid for the 4x model, not for 8x
+        with pytest.raises(ValueError, match="multiple of 8"):
+            wfvae_jax.encode(params, np.zeros((1, 17, 8, 8, 3), np.float32), config, t_chunk=bad)
+
+
+@pytest.mark.parametrize("ckpt,lengths", [("tiny", (33, 129)), ("tiny888", (49, 129))])
+def test_scan_body_traced_once_per_chunk_shape(request, ckpt, lengths):
+    params, config, _ = request.getfixturevalue(ckpt)
     rng = np.random.default_rng(0)
     counts = []
-    for t in (33, 129):
+    for t in lengths:
         x = rng.uniform(-1, 1, (1, t, 16, 16, 3)).astype(np.float32)
         z = wfvae_jax.encode(params, x, config, t_chunk=8).mean
         wfvae_jax.decode(params, z, config, t_chunk=2)
         counts.append(dict(causal_cache.TRACE_COUNT))
-    # 33 and 129 frames reuse the first-chunk, scan-body and final-chunk traces.
+    # 33 and 129 (4x) or 49 and 129 (8x) frames reuse the first-chunk, scan-body and final-chunk
+    # traces (the same decoder remainder: 2 latent frames).
     assert counts[1] == counts[0]
 
 
@@ -111,26 +152,34 @@ def _changed_frames(a, b):
     return [i for i in range(a.shape[1]) if not np.array_equal(a[:, i], b[:, i])]
 
 
-@pytest.mark.parametrize("t_chunk", [None, (8, 2)])
-def test_causality(tiny, t_chunk):
-    """Encoder: strictly causal. Decoder: latent j+1 reaches back to frames 4j-1, 4j only.
+@pytest.mark.parametrize(
+    "ckpt,t_chunk,t",
+    [("tiny", None, 16), ("tiny", (8, 2), 16)]
+    + [("tiny888", None, 20), ("tiny888", (8, 2), 20), ("tiny888", (16, 1), 20)],
+)
+def test_causality(request, ckpt, t_chunk, t):
+    """Encoder: strictly causal. Decoder: latent j+1 reaches back to the last d - 2 frames of j.
 
-    The reference decoder's linear time interpolation looks one latent frame ahead, so a change
-    in latent frames > j leaves decoded frames <= 4j - 2 unchanged (frames 4j-1, 4j blend in
-    latent j+1). Hence in the whole pipeline, changing video frames > t leaves every latent
-    frame j with 4j <= t and every decoded frame <= 4*floor(t/4) - 2 unchanged.
+    With ``d = temporal_downsample`` latent j holds video frames up to ``d j``. The reference
+    decoder's linear time interpolation looks one latent frame ahead. 4x: a change in latent
+    frames > j leaves decoded frames <= 4j - 2 unchanged (frames 4j-1, 4j blend in latent j+1).
+    8x: up2's output frames <= 2j - 1 stay (frame 2j blends in latent j+1), so up1's output
+    frames <= 2(2j - 1) - 1 = 4j - 3 (and the W2 outflow's inverse 3D Haar, frames <= 4j - 2),
+    so decoded frames <= 8j - 6: frames 8j-5 .. 8j blend in latent j+1. Hence in the whole
+    pipeline, changing video frames > t leaves every latent frame j with d j <= t and every
+    decoded frame <= d*floor(t/d) - d + 2 unchanged.
     """
-    params, config, vec = tiny
+    params, config, vec = request.getfixturevalue(ckpt)
+    d = config.temporal_downsample
     enc_chunk, dec_chunk = t_chunk or (None, None)
-    x = cl(vec["long/x"])
-    t = 16
+    x = cl(vec["long/x"])  # T = 33 (4x), 41 (8x)
     x2 = x.copy()
     x2[:, t + 1 :] = np.random.default_rng(0).uniform(-1, 1, x2[:, t + 1 :].shape)
     z1 = np.asarray(wfvae_jax.encode(params, x, config, t_chunk=enc_chunk).mean)
     z2 = np.asarray(wfvae_jax.encode(params, x2, config, t_chunk=enc_chunk).mean)
     changed = _changed_frames(z1, z2)
-    assert changed and min(changed) == t // 4 + 1  # latents j <= 4 (frames <= 16) unchanged
+    assert changed and min(changed) == t // d + 1  # latents j with d j <= t unchanged
     y1 = np.asarray(wfvae_jax.decode(params, z1, config, t_chunk=dec_chunk))
     y2 = np.asarray(wfvae_jax.decode(params, z2, config, t_chunk=dec_chunk))
     changed = _changed_frames(y1, y2)
-    assert changed and min(changed) == 4 * (t // 4) - 1
+    assert changed and min(changed) == d * (t // d) - d + 3
