@@ -107,6 +107,15 @@ def test_8x_parameter_shapes():
     assert p4["encoder"]["connect_l1"]["kernel"].shape == (3, 3, 12, e)
 
 
+def test_level1_blocks():
+    from wfvae_jax.config import level1_blocks
+
+    assert tuple(level1_blocks(4).values()) == L1_4X and tuple(level1_blocks(8).values()) == L1_8X
+    assert WFVAEConfig(**level1_blocks(8)).temporal_downsample == 8
+    with pytest.raises(ValueError, match="4 or 8"):
+        level1_blocks(16)
+
+
 def test_open_sora_plan_v15_config():
     cfg = get_config("OpenSoraPlan-v1.5-WF-VAE-M-888-32Chn")
     assert cfg.temporal_downsample == 8 and cfg.latent_dim == 32

@@ -222,6 +222,17 @@ _OSP15_SHIFT = (
 # fmt: on
 
 
+def level1_blocks(temporal_downsample: int) -> dict[str, str]:
+    """The four level-1 config fields (``l1_dowmsample_block``, ..) of the 4x or 8x variant.
+
+    Raises:
+      ValueError: ``temporal_downsample`` not 4 or 8.
+    """
+    if temporal_downsample not in _L1_VARIANTS:
+        raise ValueError(f"temporal_downsample must be 4 or 8, got {temporal_downsample}")
+    return dict(zip(_L1_FIELDS, _L1_VARIANTS[temporal_downsample], strict=True))
+
+
 def _released(**kw: Any) -> WFVAEConfig:
     base = dict(norm_type="layernorm", t_interpolation="trilinear", use_attention=True)
     base.update(kw)
@@ -273,7 +284,7 @@ NAMED_CONFIGS: dict[str, WFVAEConfig] = {
         encoder_energy_flow_hidden_size=128,
         decoder_energy_flow_hidden_size=128,
         connect_res_layer_num=1,
-        **dict(zip(_L1_FIELDS, _L1_VARIANTS[8], strict=True)),
+        **level1_blocks(8),
         scale=_OSP15_SCALE,
         shift=_OSP15_SHIFT,
     ),
