@@ -49,7 +49,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from wfvae_jax import checkpoint, wavelets
-from wfvae_jax.config import WFVAEConfig, get_config
+from wfvae_jax.config import WFVAEConfig, get_config, level1_blocks
 
 # MindSpeed-MM's WF-VAE spells its encoder input transform ``wavelet_tranform_in``.
 _WAVELET_KEY = re.compile(r"^(encoder|decoder)\.(inverse_)?wavelet_trans?form_\w+\.")
@@ -80,22 +80,6 @@ ARCHITECTURE_FIELDS = (
     "l2_upsample_block",
     "l2_upsample_wavelet",
 )
-# Level-1 blocks by temporal compression. Source: reference ``WFVAEModel.__init__`` (the 8x
-# variant halves time at level 1 too: 3D Haar, 24-channel energy flow, 3D up/downsamplers).
-_L1_BLOCKS = {
-    4: dict(
-        l1_dowmsample_block="Downsample",
-        l1_downsample_wavelet="HaarWaveletTransform2D",
-        l1_upsample_block="Upsample",
-        l1_upsample_wavelet="InverseHaarWaveletTransform2D",
-    ),
-    8: dict(
-        l1_dowmsample_block="Spatial2xTime2x3DDownsample",
-        l1_downsample_wavelet="HaarWaveletTransform3D",
-        l1_upsample_block="Spatial2xTime2x3DUpsample",
-        l1_upsample_wavelet="InverseHaarWaveletTransform3D",
-    ),
-}
 _L2_BLOCKS = dict(
     l2_dowmsample_block="Spatial2xTime2x3DDownsample",
     l2_downsample_wavelet="HaarWaveletTransform3D",
@@ -276,7 +260,7 @@ def _infer(sd: Mapping[str, Any]) -> dict[str, Any]:
         connect_res_layer_num=connect,
         use_attention=use_attention,
         norm_type=norm_type,
-        **_L1_BLOCKS[temporal],
+        **level1_blocks(temporal),
         **_L2_BLOCKS,
     )
 
@@ -293,7 +277,7 @@ def config_differences(config: WFVAEConfig | Mapping[str, Any], inferred: Mappin
 
 def format_fields(fields: Mapping[str, Any]) -> str:
     """One line per group of the inferred architecture, for printing."""
-    t = 8 if fields["l1_dowmsample_block"] == _L1_BLOCKS[8]["l1_dowmsample_block"] else 4
+    t = 8 if fields["l1_dowmsample_block"] == level1_blocks(8)["l1_dowmsample_block"] else 4
     return (
         f"  base_channels={fields['base_channels']} latent_dim={fields['latent_dim']} "
         f"norm_type={fields['norm_type']} use_attention={fields['use_attention']}\n"
