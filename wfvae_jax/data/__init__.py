@@ -1,26 +1,32 @@
 """Training data: video sources, per-example transforms and the grain input pipeline; the reader
-of encoded latent datasets (``LatentSource``, ``python -m wfvae_jax.encode_dataset``)."""
+of encoded latent datasets (``LatentSource``, ``python -m wfvae_jax.encode_dataset``).
 
-from wfvae_jax.data.latents import LatentSource, SampleLatent
-from wfvae_jax.data.pipeline import make_video_dataset
-from wfvae_jax.data.sources import (
-    TfdsVideoSource,
-    VideoFolderSource,
-    build_video_index,
-    find_videos,
-    window_span,
-)
-from wfvae_jax.data.transforms import LongEnough, SampleClip
+Names are loaded on first access, so ``from wfvae_jax.data.sources import find_videos`` (used by
+evaluation) does not import grain, which only the training install (``pip install .[train]``) has.
+"""
 
-__all__ = [
-    "LatentSource",
-    "LongEnough",
-    "SampleClip",
-    "SampleLatent",
-    "TfdsVideoSource",
-    "VideoFolderSource",
-    "build_video_index",
-    "find_videos",
-    "make_video_dataset",
-    "window_span",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "LatentSource": "latents",
+    "SampleLatent": "latents",
+    "make_video_dataset": "pipeline",
+    "TfdsVideoSource": "sources",
+    "VideoFolderSource": "sources",
+    "build_video_index": "sources",
+    "find_videos": "sources",
+    "window_span": "sources",
+    "LongEnough": "transforms",
+    "SampleClip": "transforms",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"wfvae_jax.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'wfvae_jax.data' has no attribute {name!r}")
