@@ -6,15 +6,25 @@ one of :data:`USER_ERRORS` by the library, and :func:`run` prints it as::
     error: --num_frames must be 1 + 4k, got 32; nearest valid is 33
     hint: pass --num_frames 33
 
-Only an unexpected failure prints a traceback; ``--debug`` always does. Ctrl-C prints one line
-(plus what the command's ``on_interrupt`` says, e.g. which checkpoint to resume from) and exits 130.
+Only an unexpected failure prints a traceback; ``--debug`` always does. Ctrl-C prints
+``error: interrupted (Ctrl-C)`` (plus, as the hint, what the command's ``on_interrupt`` says, e.g.
+which checkpoint to resume from) and exits 130, the shell's status for SIGINT.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+
+DEBUG_ENV = "WFVAE_DEBUG"
+_debug = False  # set while a run(..., --debug) is active, for nested runs
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks are wanted: inside ``run(..., ["--debug"])`` or ``WFVAE_DEBUG=1``."""
+    return _debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 class UserError(Exception):
@@ -58,11 +68,17 @@ def run(
 ) -> NoReturn:
     """Runs ``main(argv)`` and exits: 0 on success, 2 on a user error, 130 on Ctrl-C.
 
-    ``--debug`` anywhere in ``argv`` is removed and makes every error show its traceback.
+    ``main`` may return an exit status (int) or anything else (a results dict: status 0).
+    ``--debug`` anywhere in ``argv`` is removed and makes every error show its traceback; so does
+    the environment variable ``WFVAE_DEBUG=1``. A ``run`` nested inside another (``wfvae
+    reconstruct`` calling a command that wraps itself) inherits the outer one's ``--debug``.
     """
+    global _debug
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    outer = _debug
+    debug = outer or "--debug" in argv or debug_enabled()
     argv = [a for a in argv if a != "--debug"]
+    _debug = debug
     try:
         rc = main(argv)
     except USER_ERRORS as e:
@@ -74,6 +90,9 @@ def run(
         if debug:
             raise
         extra = on_interrupt() if on_interrupt is not None else None
-        print("interrupted" + (f"; {extra}" if extra else ""), file=sys.stderr)
+        hint = f"\nhint: {extra}" if extra else ""
+        print(f"error: interrupted (Ctrl-C){hint}", file=sys.stderr)
         sys.exit(130)
-    sys.exit(int(rc or 0))
+    finally:
+        _debug = outer
+    sys.exit(rc if isinstance(rc, int) and not isinstance(rc, bool) else 0)

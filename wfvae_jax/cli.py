@@ -1,0 +1,137 @@
+"""The ``wfvae`` command: one entry point that dispatches to each tool's ``main``.
+
+Usage::
+
+    wfvae convert RELEASE_DIR OUT_DIR                     # python -m wfvae_jax.convert
+    wfvae reconstruct --checkpoint DIR --input VIDEO ...  # python -m wfvae_jax.reconstruct
+    wfvae eval --checkpoint DIR --videos DIR ...          # python eval.py
+    wfvae train --config configs/cpu_small.py ...         # python train.py
+    wfvae latent-stats --checkpoint DIR --videos DIR      # python -m wfvae_jax.latent_stats
+    wfvae analyze --checkpoint DIR --videos DIR           # python -m wfvae_jax.lc.frequency
+    wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax.encode_dataset
+    wfvae bench causal_cache|throughput|... [ARGS]        # python benchmarks/NAME.py
+
+Each subcommand's module is imported only when it runs, so ``wfvae reconstruct`` needs only the
+inference install (``pip install .``) and a subcommand whose optional dependencies are missing
+fails with one ``error:`` line naming the extra to install. Errors follow
+:mod:`wfvae_jax.cli_errors` (``error:`` + ``hint:``, exit 2; ``--debug`` shows tracebacks).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from wfvae_jax.cli_errors import DEBUG_ENV, UserError, debug_enabled, run
+
+# name -> (module, function, one-line description, the pip extra its imports need)
+COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
+    "convert": ("wfvae_jax.convert", "main", "convert a PyTorch WF-VAE checkpoint", None),
+    "reconstruct": ("wfvae_jax.reconstruct", "main", "encode + decode a video, PSNR/SSIM", None),
+    "eval": ("wfvae_jax.eval.cli", "main", "PSNR/SSIM/LPIPS/FVD over a video set", "eval"),
+    "train": ("wfvae_jax.train.cli", "main", "train or fine-tune (configs/*.py)", "train"),
+    "latent-stats": ("wfvae_jax.latent_stats", "main", "per-channel latent shift/scale", None),
+    "analyze": ("wfvae_jax.lc.frequency", "main", "latent frequency analysis (LC-VAE)", "eval"),
+    "encode-dataset": ("wfvae_jax.encode_dataset", "main", "encode a video set to latents", None),
+    "bench": ("wfvae_jax.cli", "bench_main", "run a benchmark script (benchmarks/)", None),
+}
+
+
+# What to run instead while a subcommand's module is missing from an installed version.
+_FALLBACK = {
+    "train": "from a source checkout: python train.py --config configs/cpu_small.py --workdir DIR",
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: wfvae COMMAND [ARGS...]   (wfvae COMMAND --help for its options)", ""]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, _, desc, _) in COMMANDS.items()]
+    lines += ["", "--debug (any command) shows the traceback of an error."]
+    return "\n".join(lines)
+
+
+def resolve(name: str) -> Callable[[Sequence[str]], Any]:
+    """The ``main(argv)`` of subcommand ``name``, imported now.
+
+    Raises:
+      UserError: an unknown command, a command whose module is not in this version, or whose
+        optional dependencies are not installed (the hint names the pip extra).
+    """
+    if name not in COMMANDS:
+        close = [c for c in COMMANDS if name and c.startswith(name[:3])]
+        guess = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"unknown command {name!r}", hint=f"{guess}commands: {', '.join(COMMANDS)}")
+    module_name, attr, _, extra = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise UserError(
+                f"`wfvae {name}` is not available in this version ({module_name} is missing)",
+                hint=_FALLBACK.get(name, "install a newer wfvae_jax (pip install -U .)"),
+            ) from e
+        hint = f"pip install 'wfvae_jax[{extra}]'" if extra else "pip install wfvae_jax again"
+        raise UserError(f"`wfvae {name}` needs the Python package {e.name!r}", hint=hint) from e
+    return getattr(module, attr)
+
+
+def _benchmarks_dir() -> str | None:
+    """``benchmarks/`` of the source checkout this package runs from, if any."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(here, "benchmarks")
+    return path if os.path.isdir(path) else None
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    """``wfvae bench NAME [ARGS]``: runs ``benchmarks/NAME.py ARGS`` of the source checkout.
+
+    The benchmark scripts start fresh child processes of themselves (one per configuration), so
+    they run as scripts, not imported. Returns the script's exit status.
+    Raises:
+      UserError: no source checkout (installed from a wheel), or an unknown benchmark name.
+    """
+    bench_dir = _benchmarks_dir()
+    if bench_dir is None:
+        raise UserError(
+            "the benchmarks are scripts in the source repository, not part of the package",
+            hint="from a checkout: python benchmarks/causal_cache.py --quick",
+        )
+    names = sorted(
+        f[:-3] for f in os.listdir(bench_dir) if f.endswith(".py") and not f.startswith("_")
+    )
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: wfvae bench NAME [ARGS]  (NAME --help for its options)\n\nNAME: {names}")
+        return 0 if argv else 2
+    name = argv[0].removesuffix(".py")
+    if name not in names:
+        raise UserError(f"no benchmark {name!r} in {bench_dir}", hint=f"one of: {', '.join(names)}")
+    script = os.path.join(bench_dir, name + ".py")
+    env = dict(os.environ, **({DEBUG_ENV: "1"} if debug_enabled() else {}))
+    return subprocess.call([sys.executable, script, *argv[1:]], env=env)
+
+
+def dispatch(argv: Sequence[str]) -> Any:
+    """Runs ``wfvae ARGV``; returns the subcommand's result (its exit status or None)."""
+    argv = list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    fn = resolve(name)
+    # Subcommands are `prog` to their own argparse help/errors.
+    sys.argv = [f"wfvae {name}", *rest]
+    return fn(rest)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (``wfvae``); exits with the subcommand's status (2 on a user error)."""
+    run(dispatch, argv)
+
+
+if __name__ == "__main__":
+    main()
