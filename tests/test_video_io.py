@@ -232,3 +232,97 @@ def test_write_video_mpeg4_fallback(tmp_path, monkeypatch):
         assert abs(float(stream.average_rate) - 29.97) < 1e-3
     back = raw_decode(str(path))
     assert back.shape == frames.shape and psnr(back, frames) > 28
+
+
+# ----------------------------------------------------------------------------- clip options
+
+
+def test_parse_resolution_forms():
+    assert video_io.parse_resolution("256") == 256
+    assert video_io.parse_resolution(" 256x448 ") == (256, 448)
+    assert video_io.parse_resolution("256X448") == (256, 448)
+    assert video_io.parse_resolution("native") is None
+    for bad in ("256x", "x448", "-8", "big", "256x448x3"):
+        with pytest.raises(ValueError, match="S .short side., HxW"):
+            video_io.parse_resolution(bad)
+    for r in (256, (256, 448), None):
+        assert video_io.parse_resolution(video_io.format_resolution(r)) == r
+
+
+def test_clip_geometry_rules():
+    g = video_io.clip_geometry
+    # S: short side to S, centre S x S window of the reference's torchvision-style resize.
+    c = g(272, 640, 256, "center", multiple=8)
+    assert (c.resized, c.output, c.offset) == ((256, 602), (256, 256), (0, 173))
+    assert c.kept == (1.0, 256 / 602) and "keeps 43% of the width" in c.describe()
+    # HxW: cover-resize then crop.
+    c = g(272, 640, (256, 448), "center", multiple=8)
+    assert (c.resized, c.output, c.offset) == ((256, 602), (256, 448), (0, 77))
+    # crop none: the whole frame, aspect kept, the long side rounded to a multiple of 8.
+    n = g(272, 640, 256, "none", multiple=8)
+    assert n.resized == n.output == (256, 600) and n.offset == (0, 0)
+    assert g(720, 1280, 256, "none", multiple=8).output == (256, 456)  # 455.1 -> 456
+    assert g(1280, 720, 256, "none", multiple=8).output == (456, 256)  # portrait
+    assert "no crop" in n.describe()
+    # HxW with crop none: exactly that size (the description gives the aspect change).
+    s = g(272, 640, (256, 448), "none", multiple=8)
+    assert s.output == s.resized == (256, 448) and "2.353 -> 1.750" in s.describe()
+    # native: the decoded size cut (center) or rounded (none) to multiples of 8.
+    assert g(68, 160, None, "center", multiple=8).output == (64, 160)
+    assert g(68, 160, None, "center", multiple=8).resized == (68, 160)  # a crop, no resize
+    assert g(68, 160, None, "none", multiple=8).output == (72, 160)
+    assert g(68, 160, None, "center").output == (68, 160)  # multiple 1: unchanged
+    with pytest.raises(ValueError, match="crop must be one of"):
+        g(68, 160, 32, "left")
+
+
+def test_read_video_crop_none_keeps_the_whole_frame():
+    raw = raw_decode(BIKES)[:3]  # 68x160
+    got = read_video(BIKES, 3, resolution=34, crop="none", resample="area", multiple=2)
+    # short side 68 -> 34 is an exact 2x box filter; the long side 160 -> 80 (a multiple of 2)
+    np.testing.assert_allclose(got, block_mean(raw, 2) / 127.5 - 1.0, atol=1e-5)
+    native = read_video(BIKES, 2, resolution=None, crop="center", multiple=8)
+    np.testing.assert_array_equal(to_uint8(native), raw[:2, 2:66])  # centred 64 of 68 rows
+
+
+def test_clip_spec_validation_and_flags():
+    import argparse
+
+    from wfvae_jax.cli_errors import UserError
+    from wfvae_jax.config import WFVAEConfig
+
+    with pytest.raises(ValueError, match="multiples of 8, got 100; nearest valid: 96 or 104"):
+        video_io.ClipSpec(resolution=100)
+    with pytest.raises(ValueError, match="got 4; nearest valid: 8"):
+        video_io.ClipSpec(resolution=(4, 256))
+    with pytest.raises(ValueError, match="frame_stride"):
+        video_io.ClipSpec(frame_stride=0)
+    with pytest.raises(UserError, match="nearest valid T is 33") as e:
+        video_io.ClipSpec(num_frames=32).check_model(WFVAEConfig(), "--num_frames")
+    assert e.value.hint == "pass --num_frames 33"
+
+    parser = argparse.ArgumentParser()
+    video_io.add_clip_args(parser)
+    spec = video_io.clip_spec_from_args(
+        parser.parse_args(["--num_frames", "9", "--resolution", "32x48", "--crop", "none"])
+    )
+    assert spec == video_io.ClipSpec(9, 1, 0, (32, 48), "none")
+    assert spec.to_dict()["resolution"] == "32x48" and spec.span == 9
+    for argv, msg, hint in (
+        (["--resolution", "100"], "--resolution 100: sizes must be", "pass --resolution 96"),
+        (["--resolution", "100x250"], "sizes must be", "pass --resolution 96x248"),
+        (["--resolution", "wide"], "--resolution: resolution must be", "e.g. --resolution 256"),
+    ):
+        with pytest.raises(UserError, match=msg) as e:
+            video_io.clip_spec_from_args(parser.parse_args(argv))
+        assert e.value.hint.startswith(hint)
+
+
+def test_probe_video_and_clip_fps():
+    info = video_io.probe_video(BIKES)
+    assert (info.height, info.width) == (68, 160) and info.fps_known
+    with av.open(BIKES) as c:
+        assert info.fps == float(c.streams.video[0].average_rate)
+    assert video_io.ClipSpec(frame_stride=3).fps(info) == info.fps / 3
+    with pytest.raises(FileNotFoundError):
+        video_io.probe_video(os.path.join(DATA, "missing.mp4"))

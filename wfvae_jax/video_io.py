@@ -12,13 +12,23 @@ Conventions
   The reference uses torchvision's antialiased bilinear resize; Pillow's ``BILINEAR`` is the same
   kind of filter (a triangle kernel widened by the downscale factor), ``"area"`` is exact box
   averaging. Resizing runs on float32 values, so outputs are not re-quantised to uint8 levels.
+- Clip geometry (:func:`clip_geometry`), one rule for every command: ``resolution`` is ``S``
+  (short side to S, then a centre crop of S x S), ``(H, W)`` (cover-resize, centre crop H x W) or
+  ``None`` (the decoded size); ``crop="none"`` keeps the aspect ratio instead of cropping (the
+  long side is rounded to a multiple of ``multiple``). :class:`ClipSpec` bundles these with the
+  frame selection (``num_frames``, ``frame_stride``, ``start``) and is what the command-line tools
+  build from their shared flags (:func:`add_clip_args`).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+import re
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -32,7 +42,9 @@ _RESAMPLE = {
     "area": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
 }
-_CROPS = ("center", "random")
+_CROPS = ("center", "random", "none")
+CLI_CROPS = ("center", "none")  # what the commands offer (random crops are for training)
+DEFAULT_FPS = 25.0  # used when a container states no frame rate
 
 
 def _open_input(path: str | os.PathLike) -> av.container.InputContainer:
@@ -136,6 +148,108 @@ def crop_offsets(
     raise ValueError(f"crop must be one of {_CROPS}, got {crop!r}")
 
 
+def _round_to(x: float, multiple: int) -> int:
+    """``x`` rounded to the nearest positive multiple of ``multiple`` (halves go up)."""
+    return max(multiple, int(np.floor(x / multiple + 0.5)) * multiple)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipGeometry:
+    """How a ``source`` frame becomes the model's frame: resize to ``resized``, then keep the
+    ``output``-sized window at ``offset`` (``(y, x)``); all sizes are ``(height, width)``."""
+
+    source: tuple[int, int]
+    resized: tuple[int, int]
+    offset: tuple[int, int]
+    output: tuple[int, int]
+
+    @property
+    def kept(self) -> tuple[float, float]:
+        """Fractions of the resized height and width the crop keeps (1.0, 1.0 without crop)."""
+        return self.output[0] / self.resized[0], self.output[1] / self.resized[1]
+
+    def describe(self) -> str:
+        """One line for logs, e.g. ``640x272 -> 602x256 -> centre crop 256x256 (keeps 43% of
+        the width)``; sizes are ``WxH`` as video tools print them."""
+
+        def wh(hw: tuple[int, int]) -> str:
+            return f"{hw[1]}x{hw[0]}"
+
+        steps = [wh(self.source)]
+        if self.resized != self.source:
+            steps.append(wh(self.resized))
+        if self.output != self.resized:
+            kh, kw = self.kept
+            lost = [f"{round(100 * k)}% of the {n}" for k, n in ((kh, "height"), (kw, "width"))]
+            lost = [t for t, k in zip(lost, (kh, kw), strict=True) if k < 1.0]
+            steps.append(f"crop {wh(self.output)} at y={self.offset[0]}, x={self.offset[1]}")
+            return " -> ".join(steps) + f" (keeps {' and '.join(lost)})"
+        src_aspect = self.source[1] / self.source[0]
+        out_aspect = self.output[1] / self.output[0]
+        if self.resized == self.source:
+            return steps[0] + " (decoded size)"
+        return " -> ".join(steps) + f" (no crop; aspect {src_aspect:.3f} -> {out_aspect:.3f})"
+
+
+def clip_geometry(
+    height: int,
+    width: int,
+    resolution: int | tuple[int, int] | None,
+    crop: str = "center",
+    rng: np.random.Generator | None = None,
+    multiple: int = 1,
+) -> ClipGeometry:
+    """The resize and crop that turn a ``height x width`` frame into the requested clip size.
+
+    Args:
+      height, width: decoded frame size.
+      resolution: ``S`` (short side S; with a crop, an S x S window), ``(H, W)``, or ``None``
+        (the decoded size, cut or rounded to multiples of ``multiple``).
+      crop: ``"center"`` (cover-resize, then the centred window, as the reference's
+        ``center_crop``), ``"random"`` (a window drawn with ``rng``) or ``"none"``: no crop;
+        ``S`` keeps the aspect ratio (short side S, long side scaled and rounded to a multiple of
+        ``multiple``), ``(H, W)`` resizes to exactly that (the aspect ratio may change), ``None``
+        rounds both sides to multiples of ``multiple``.
+      multiple: sizes the output must be multiples of (8 for WF-VAE; 1 for any size).
+    Returns:
+      :class:`ClipGeometry`.
+    Raises:
+      ValueError: an unknown ``crop``, a non-positive size, or a ``random`` crop without ``rng``.
+    """
+    if crop not in _CROPS:
+        raise ValueError(f"crop must be one of {_CROPS}, got {crop!r}")
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    src = (int(height), int(width))
+    m = multiple
+    if resolution is None:
+        if crop == "none":
+            out = (_round_to(height, multiple), _round_to(width, multiple))
+            return ClipGeometry(src, out, (0, 0), out)
+        out = (max(m, height // m * m), max(m, width // m * m))
+        if out[0] > height or out[1] > width:  # a frame smaller than one multiple: scale up
+            resized = resized_size(height, width, out)
+        else:
+            resized = src
+    elif crop == "none":
+        if isinstance(resolution, (int, np.integer)):
+            s = int(resolution)
+            if s < 1:
+                raise ValueError(f"resolution must be positive, got {resolution}")
+            if height <= width:
+                out = (s, _round_to(width * s / height, multiple))
+            else:
+                out = (_round_to(height * s / width, multiple), s)
+        else:
+            out = _target_hw(resolution)
+        return ClipGeometry(src, out, (0, 0), out)
+    else:
+        out = _target_hw(resolution)
+        resized = resized_size(height, width, out)
+    offset = crop_offsets(resized, out, crop, rng)
+    return ClipGeometry(src, resized, offset, out)
+
+
 def _resize_frame(frame: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray:
     """uint8 (H, W, 3) -> float32 (h, w, 3) in [0, 255].
 
@@ -164,24 +278,25 @@ def resize_and_crop(
     crop: str = "center",
     rng: np.random.Generator | None = None,
     resample: str = "bilinear",
+    *,
+    multiple: int = 1,
 ) -> np.ndarray:
-    """Short-side resize then crop: uint8 ``(T, H, W, 3)`` -> float32 ``(T, th, tw, 3)`` in [-1, 1].
+    """Resize then crop (:func:`clip_geometry`): uint8 ``(T, H, W, 3)`` -> float32 in [-1, 1].
 
-    One crop position is used for all frames. ``resolution=None`` only rescales the values.
-    Raises ValueError for a bad shape/dtype, ``crop`` or ``resample``.
+    One crop position is used for all frames. ``resolution=None`` with ``multiple=1`` only
+    rescales the values. Raises ValueError for a bad shape/dtype, ``crop`` or ``resample``.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
-    if resolution is None:
-        return to_float(frames)
     _check_resample(resample)
-    th, tw = _target_hw(resolution)
-    size = resized_size(frames.shape[1], frames.shape[2], (th, tw))
-    y, x = crop_offsets(size, (th, tw), crop, rng)
+    g = clip_geometry(frames.shape[1], frames.shape[2], resolution, crop, rng, multiple)
+    if g.output == g.source:
+        return to_float(frames)
+    (y, x), (th, tw) = g.offset, g.output
     out = np.empty((frames.shape[0], th, tw, 3), np.float32)
     for i, frame in enumerate(frames):
-        out[i] = _resize_frame(frame, size, resample)[y : y + th, x : x + tw]
+        out[i] = _resize_frame(frame, g.resized, resample)[y : y + th, x : x + tw]
     return _scale_255(out)
 
 
@@ -217,21 +332,24 @@ def read_video(
     *,
     rng: np.random.Generator | None = None,
     resample: str = "bilinear",
+    multiple: int = 1,
 ) -> np.ndarray:
     """Decodes frames ``start, start + frame_stride, ...`` of ``path`` as float32 in ``[-1, 1]``.
 
     Args:
       path: video file (any container/codec PyAV's FFmpeg decodes); the first video stream is used.
       num_frames: frames to return; ``None`` takes every ``frame_stride``-th frame to the end.
-      frame_stride: step between returned frames, in decoded frames (the reference's
-        ``sample_rate``).
+      frame_stride: step between returned frames, in decoded frames.
       start: index of the first returned frame among decodable frames.
-      resolution: ``None`` keeps the decoded size; an int gives a square ``(r, r)`` output, a
-        pair ``(height, width)``; the short side is resized to cover it (antialiased), then cropped.
-      crop: ``"center"`` or ``"random"`` (needs ``rng``; one position for all frames).
+      resolution: ``None`` keeps the decoded size (see ``multiple``); an int ``S`` resizes the
+        short side to S (antialiased) and crops ``S x S``; ``(height, width)`` cover-resizes and
+        crops that. See :func:`clip_geometry`.
+      crop: ``"center"``, ``"random"`` (needs ``rng``; one position for all frames) or
+        ``"none"`` (no crop: keep the aspect ratio; see :func:`clip_geometry`).
       rng: generator for the random crop.
       resample: ``"bilinear"`` (antialiased, as the reference), ``"area"``, ``"bicubic"`` or
         ``"lanczos"``.
+      multiple: output sizes are multiples of this where the geometry rounds (8 for WF-VAE).
 
     Returns:
       float32 ``(T, H, W, 3)`` RGB in ``[-1, 1]``.
@@ -250,30 +368,32 @@ def read_video(
         raise ValueError(f"start must be >= 0, got {start}")
     if crop not in _CROPS:
         raise ValueError(f"crop must be one of {_CROPS}, got {crop!r}")
-    if crop == "random" and resolution is not None and rng is None:
+    if crop == "random" and rng is None:
         raise ValueError('crop="random" needs an rng (np.random.Generator)')
     _check_resample(resample)
-    target = None if resolution is None else _target_hw(resolution)
+    if resolution is not None:
+        _target_hw(resolution)
 
     frames: list[np.ndarray] = []
     decoded = 0
-    size = offsets = None
+    geometry = None
     with _open_input(path) as container:
         for index, frame in enumerate(_iter_decoded(container, path)):
             decoded = index + 1
             if index < start or (index - start) % frame_stride:
                 continue
             rgb = frame.to_ndarray(format="rgb24")
-            if target is None:
+            if geometry is None:
+                # The crop position is drawn once, from the first frame's size, so all frames
+                # share it (a video's frames all have the stream's size).
+                geometry = clip_geometry(
+                    rgb.shape[0], rgb.shape[1], resolution, crop, rng, multiple
+                )
+            if geometry.output == geometry.source:
                 rgb = rgb.astype(np.float32)
             else:
-                if size is None:
-                    # The crop position is drawn once, from the first frame's size, so all frames
-                    # share it (a video's frames all have the stream's size).
-                    size = resized_size(rgb.shape[0], rgb.shape[1], target)
-                    offsets = crop_offsets(size, target, crop, rng)
-                y, x = offsets
-                rgb = _resize_frame(rgb, size, resample)[y : y + target[0], x : x + target[1]]
+                (y, x), (th, tw) = geometry.offset, geometry.output
+                rgb = _resize_frame(rgb, geometry.resized, resample)[y : y + th, x : x + tw]
             frames.append(rgb)
             if num_frames is not None and len(frames) == num_frames:
                 break
@@ -284,6 +404,249 @@ def read_video(
             f"num_frames={num_frames}, frame_stride={frame_stride} need {need}"
         )
     return _scale_255(np.stack(frames))
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header says: frame size ``(height, width)`` and ``fps``.
+
+    ``fps`` is the stream's average frame rate, or :data:`DEFAULT_FPS` when the container states
+    none (``fps_known`` is then False). Frame counts are not here: headers get them wrong, see
+    :func:`count_frames`.
+    """
+
+    path: str
+    height: int
+    width: int
+    fps: float
+    fps_known: bool
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Reads ``path``'s header (and its first frame if the header has no size).
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: not a video / cannot be opened or decoded.
+    """
+    path = os.fspath(path)
+    with _open_input(path) as container:
+        stream = container.streams.video[0]
+        height, width = stream.codec_context.height, stream.codec_context.width
+        if not height or not width:
+            first = next(_iter_decoded(container, path), None)
+            if first is None:
+                raise ValueError(f"cannot decode video {path}: no frames")
+            height, width = first.height, first.width
+        rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    known = fps > 0
+    return VideoInfo(path, int(height), int(width), fps if known else DEFAULT_FPS, known)
+
+
+_RESOLUTION_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def parse_resolution(text: str | int | None) -> int | tuple[int, int] | None:
+    """``"256"`` -> 256, ``"256x448"`` -> ``(256, 448)`` (height x width), ``"native"`` -> None.
+
+    Raises ValueError naming the accepted forms.
+    """
+    if text is None or isinstance(text, (int, np.integer)):
+        return None if text is None else int(text)
+    t = str(text).strip().lower()
+    if t == "native":
+        return None
+    if t.isdigit():
+        return int(t)
+    m = _RESOLUTION_RE.match(t)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    raise ValueError(
+        f"resolution must be S (short side), HxW (e.g. 256x448) or native, got {text!r}"
+    )
+
+
+def format_resolution(resolution: int | tuple[int, int] | None) -> str:
+    """Inverse of :func:`parse_resolution`."""
+    if resolution is None:
+        return "native"
+    if isinstance(resolution, (int, np.integer)):
+        return str(int(resolution))
+    return f"{resolution[0]}x{resolution[1]}"
+
+
+def _nearest_multiples(v: int, m: int) -> list[int]:
+    """The positive multiples of ``m`` nearest ``v`` (one if ``v`` is one or below ``m``)."""
+    lo = v // m * m
+    return [lo] if lo == v and v >= m else [m] if lo < m else [lo, lo + m]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """Which frames of a video, at which size: the shared video options of every command.
+
+    Attributes:
+      num_frames: frames per clip (``None``: to the end of the video). The model's frame-count
+        rule is checked by :meth:`check_model` (``1 + 4k`` for WF-VAE).
+      frame_stride: step between frames, in decoded frames (output fps = source fps / stride).
+      start: first decoded frame.
+      resolution: ``S``, ``(H, W)`` or ``None`` (decoded size); see :func:`clip_geometry`.
+      crop: ``"center"`` or ``"none"`` (keep the aspect ratio); ``"random"`` for training.
+      resample: :func:`read_video`'s filter.
+      multiple: every output size is a multiple of this (WF-VAE: 8).
+    Raises (at construction):
+      ValueError: a bad value, or a resolution that is not a multiple of ``multiple`` (the message
+        names the nearest valid ones).
+    """
+
+    num_frames: int | None = 33
+    frame_stride: int = 1
+    start: int = 0
+    resolution: int | tuple[int, int] | None = 256
+    crop: str = "center"
+    resample: str = "bilinear"
+    multiple: int = 8
+
+    def __post_init__(self) -> None:
+        res = self.resolution
+        if res is not None and not isinstance(res, (int, np.integer)):
+            object.__setattr__(self, "resolution", _target_hw(res))
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+        if self.start < 0:
+            raise ValueError(f"start must be >= 0, got {self.start}")
+        if self.crop not in _CROPS:
+            raise ValueError(f"crop must be one of {CLI_CROPS}, got {self.crop!r}")
+        _check_resample(self.resample)
+        sizes = [] if res is None else [res] if isinstance(res, (int, np.integer)) else list(res)
+        for v in sizes:
+            if v < 1 or v % self.multiple:
+                near = " or ".join(map(str, _nearest_multiples(v, self.multiple)))
+                raise ValueError(
+                    f"resolution {format_resolution(res)}: sizes must be positive multiples of "
+                    f"{self.multiple}, got {v}; nearest valid: {near}"
+                )
+
+    @property
+    def span(self) -> int | None:
+        """Decoded frames the clip covers, ``(num_frames - 1) * frame_stride + 1``."""
+        return None if self.num_frames is None else (self.num_frames - 1) * self.frame_stride + 1
+
+    def geometry(self, height: int, width: int) -> ClipGeometry:
+        """The resize/crop for a ``height x width`` source (:func:`clip_geometry`)."""
+        crop = "center" if self.crop == "random" else self.crop
+        return clip_geometry(height, width, self.resolution, crop, None, self.multiple)
+
+    def check_model(self, config: Any, flag: str = "--num_frames") -> None:
+        """Checks ``num_frames`` against the model's rule (``config.check_num_frames``).
+
+        Raises:
+          wfvae_jax.cli_errors.UserError: the message names the nearest valid count, the hint
+            the flag to pass (a command-line error: exit 2).
+        """
+        if self.num_frames is None:
+            return
+        try:
+            config.check_num_frames(self.num_frames, flag)
+        except ValueError as e:
+            from wfvae_jax.cli_errors import UserError
+
+            hint = f"pass {flag} {config.nearest_num_frames(self.num_frames)}"
+            raise UserError(str(e), hint=hint) from e
+
+    def read(self, path: str | os.PathLike, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The clip of ``path``: float32 ``(T, H, W, 3)`` in [-1, 1] (:func:`read_video`)."""
+        return read_video(
+            path,
+            self.num_frames,
+            self.frame_stride,
+            self.start,
+            self.resolution,
+            self.crop,
+            rng=rng,
+            resample=self.resample,
+            multiple=self.multiple,
+        )
+
+    def fps(self, info: VideoInfo) -> float:
+        """The clip's frame rate: the source's divided by ``frame_stride``."""
+        return info.fps / self.frame_stride
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (``resolution`` as :func:`format_resolution` writes it)."""
+        d = dataclasses.asdict(self)
+        d["resolution"] = format_resolution(self.resolution)
+        return d
+
+
+def add_clip_args(
+    parser: argparse.ArgumentParser | Any,
+    *,
+    num_frames: int = 33,
+    resolution: str = "256",
+    start: bool = True,
+) -> None:
+    """Adds the shared video flags: ``--num_frames --frame_stride [--start] --resolution --crop``.
+
+    Read them back with :func:`clip_spec_from_args`. ``parser`` may be an argument group.
+    """
+    parser.add_argument(
+        "--num_frames", type=int, default=num_frames, help="frames per clip, 1 + 4k (WF-VAE)"
+    )
+    parser.add_argument("--frame_stride", type=int, default=1, help="take every n-th decoded frame")
+    if start:
+        parser.add_argument("--start", type=int, default=0, help="first decoded frame")
+    parser.add_argument(
+        "--resolution",
+        default=resolution,
+        help="S: short side S (then a centre S x S crop unless --crop none); HxW: exactly "
+        "H x W; native: the decoded size. Sizes are multiples of 8",
+    )
+    parser.add_argument(
+        "--crop",
+        choices=CLI_CROPS,
+        default="center",
+        help="center: cut to the size (the log says how much is lost); none: keep the whole "
+        "frame and its aspect ratio (the long side rounds to a multiple of 8)",
+    )
+
+
+def clip_spec_from_args(args: argparse.Namespace, **overrides: Any) -> ClipSpec:
+    """The :class:`ClipSpec` of the flags :func:`add_clip_args` added.
+
+    Raises:
+      wfvae_jax.cli_errors.UserError: a bad flag value, with a hint naming a valid one.
+    """
+    from wfvae_jax.cli_errors import UserError
+
+    try:
+        resolution = parse_resolution(args.resolution)
+    except ValueError as e:
+        raise UserError(f"--resolution: {e}", hint="e.g. --resolution 256 or 256x448") from e
+    fields = dict(
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        start=getattr(args, "start", 0),
+        resolution=resolution,
+        crop=args.crop,
+    )
+    fields.update(overrides)
+    try:
+        return ClipSpec(**fields)
+    except ValueError as e:
+        msg, hint = str(e), None
+        if msg.startswith("resolution"):
+            msg = "--" + msg
+            m = fields.get("multiple", ClipSpec.multiple)
+            sizes = [resolution] if isinstance(resolution, int) else list(resolution)
+            fixed = [_nearest_multiples(v, m)[0] for v in sizes]
+            fixed = fixed[0] if len(fixed) == 1 else tuple(fixed)
+            hint = f"pass --resolution {format_resolution(fixed)}"
+        elif msg.startswith(("num_frames", "frame_stride", "start")):
+            msg = "--" + msg
+        raise UserError(msg, hint=hint) from e
 
 
 def _encoder_name() -> str:
@@ -313,22 +676,25 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
     format yuv420p, so odd heights/widths are edge-padded by one pixel to even sizes.
     Raises ValueError for a bad shape, dtype or fps.
     """
-    frames = to_uint8(frames)
+    frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got {frames.shape}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    frames = _pad_even(frames)
+    to_uint8(frames[:0])  # dtype check before a file is created
+    height, width = frames.shape[1] + frames.shape[1] % 2, frames.shape[2] + frames.shape[2] % 2
     codec = _encoder_name()
     with av.open(os.fspath(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
             stream.options = {"crf": "17", "preset": "medium"}
         else:
-            stream.bit_rate = int(8 * frames.shape[1] * frames.shape[2] * float(fps))
-        for rgb in frames:
+            stream.bit_rate = int(8 * height * width * float(fps))
+        for i in range(frames.shape[0]):
+            # Frame by frame: a long float clip is never converted (copied) as a whole.
+            rgb = _pad_even(to_uint8(frames[i : i + 1]))[0]
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
