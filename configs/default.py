@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "WF-VAE-L-16Chn"  # a wfvae_jax.get_config name
     c.model.overrides = ml_collections.ConfigDict()  # WFVAEConfig fields to change
-    # LC-VAE latent compression in the forward pass (wfvae_jax.lc_model; configs/lc_vae_*.py).
+    # LC-VAE latent compression in the forward pass (wfvae_jax.lc; configs/lc_vae.py).
     c.model.lc = ml_collections.ConfigDict()
     c.model.lc.enabled = False
     c.model.lc.mask = "fixed"  # wfvae_jax.lc.MASK_KINDS

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from wfvae_jax import lc
-from wfvae_jax.analysis import latent_frequency as lf
+from wfvae_jax.cli_errors import UserError
+from wfvae_jax.lc import frequency as lf
 
 
 def _const_in_time(t, seed=0, shape=(2, 4, 4, 3)):
@@ -113,17 +114,21 @@ def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
         (videos / name).write_bytes(b"")
     pattern = jnp.asarray(_const_in_time(1, seed=7, shape=(1, 4, 4, 2)))
 
-    def fake_encode(params, x, cfg):
-        assert x.shape == (1, 33, 32, 32, 3) and cfg == "cfg"
+    cfg = wfvae_jax.WFVAEConfig()
+
+    def fake_encode(params, x, config, dtype, t_chunk):
+        assert x.shape == (1, 33, 32, 32, 3) and config is cfg
         mean = jnp.broadcast_to(pattern, (1, 9, 4, 4, 2)) + 0.0 * jnp.sum(x)
         return types.SimpleNamespace(mean=mean)
 
-    monkeypatch.setattr(wfvae_jax, "load_pretrained", lambda path: ({}, "cfg"), raising=False)
+    monkeypatch.setattr(wfvae_jax, "load_pretrained", lambda path: ({}, cfg), raising=False)
     monkeypatch.setattr(wfvae_jax, "encode", fake_encode, raising=False)
     monkeypatch.setattr(
         video_io,
         "read_video",
-        lambda path, n, frame_stride, resolution: np.zeros((n, resolution, resolution, 3)),
+        lambda path, n, frame_stride, start, resolution, crop, **kw: np.zeros(
+            (n, resolution, resolution, 3)
+        ),
     )
     out = tmp_path / "out"
     argv = ["--checkpoint", "ckpt", "--videos", str(videos), "--out", str(out)]
@@ -138,5 +143,7 @@ def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
         for stem in ("energy_share", "channel_energy", "lag1"):
             png = out / f"{stem}_L{lv}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ValueError, match="no videos"):
+    with pytest.raises(UserError, match="no video files"):
         lf.main(["--checkpoint", "c", "--videos", str(out), "--out", str(out)])
+    with pytest.raises(UserError, match="multiples of 16"):  # the Multi-WT halves h, w again
+        lf.main([*argv, "--resolution", "40"])

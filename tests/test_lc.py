@@ -243,13 +243,13 @@ def _load_config(name):
     return module.get_config
 
 
-@pytest.mark.parametrize("name,latent_dim", [("lc_vae_8ch", 8), ("lc_vae_16ch", 16)])
-def test_configs_build_compressors(name, latent_dim):
-    from wfvae_jax.lc_model import LCVAE
+@pytest.mark.parametrize("latent_dim", [8, 16])
+def test_configs_build_compressors(latent_dim):
+    from wfvae_jax.lc import LCVAE
     from wfvae_jax.train.loop import lc_settings, step_config
 
-    get_config = _load_config(name)
-    cfg = get_config()
+    get_config = _load_config("lc_vae")
+    cfg = get_config(str(latent_dim))
     assert cfg.model.overrides.latent_dim == latent_dim and cfg.model.lc.enabled
     assert (cfg.num_steps, cfg.optim.learning_rate, cfg.data.batch_size, cfg.data.resolution) == (
         200_000,
@@ -263,12 +263,14 @@ def test_configs_build_compressors(name, latent_dim):
     model = step_config(cfg).build_model()
     assert isinstance(model, LCVAE) and model.config.latent_dim == latent_dim
     np.testing.assert_allclose(
-        model.compress_latent(z), lc.compress(z, lc.fixed_mask(latent_dim)), atol=1e-6
+        model.process_latent(z), lc.compress(z, lc.fixed_mask(latent_dim)), atol=1e-6
     )
-    assert lc_settings(get_config("none")) is None
-    topk = lc_settings(get_config("topk50"))
+    assert lc_settings(get_config(f"{latent_dim},none")) is None
+    topk = lc_settings(get_config(f"{latent_dim},topk50"))
     out = lc.make_compressor(latent_dim, topk.mask, topk.keep_ratio)(z)
     kept = lc.topk_mask(lc.multi_wt(z), 16 * latent_dim)
     assert math.isclose(_energy(out), _energy(lc.multi_wt(z) * kept), rel_tol=1e-5)
     with pytest.raises(ValueError, match="variant"):
-        get_config("keep40")
+        get_config(f"{latent_dim},keep40")
+    with pytest.raises(ValueError, match="latent_dim"):
+        get_config("12")

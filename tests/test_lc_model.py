@@ -5,7 +5,7 @@ import numpy as np
 
 import wfvae_jax
 from wfvae_jax import lc
-from wfvae_jax.lc_model import LCVAE
+from wfvae_jax.lc import LCVAE
 from wfvae_jax.model import WFVAE
 
 

@@ -3,7 +3,8 @@
 Layouts (:class:`Layout`, told apart by :func:`detect_layout`)::
 
     EXPORT     ours: written by ``python -m wfvae_jax.convert`` and train.py's export
-      DIR/config.json        the WFVAEConfig (the reference's field names)
+      DIR/config.json        the WFVAEConfig (the reference's field names); an exported
+                             LC-VAE also has an "lc" entry, its wfvae_jax.lc.LCSettings
       DIR/params/            orbax StandardCheckpointer tree of float32 parameters
 
     WORKDIR    a training run: train.py, through ``wfvae_jax.train.checkpointing``
@@ -94,15 +95,22 @@ def param_template(config: WFVAEConfig) -> Any:
 # ---- EXPORT -------------------------------------------------------------------------------
 
 
-def save_pretrained(path: str | os.PathLike, params: Any, config: WFVAEConfig) -> None:
+def save_pretrained(
+    path: str | os.PathLike, params: Any, config: WFVAEConfig, *, lc: Any = None
+) -> None:
     """Writes an EXPORT directory: ``params`` (as float32) and ``config`` under ``path``.
 
     ``path`` is created; an existing ``config.json`` and ``params/`` there are replaced.
+    ``lc``: the ``wfvae_jax.lc.LCSettings`` of an LC-VAE, stored as ``config.json["lc"]`` so that
+    reconstruct and eval apply the same compression (:func:`load_lc_settings`).
     """
     path = os.path.abspath(os.fspath(path))
     os.makedirs(path, exist_ok=True)
+    d = config.to_dict()
+    if lc is not None:
+        d["lc"] = lc.to_dict()
     with open(os.path.join(path, CONFIG_NAME), "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
+        json.dump(d, f, indent=2)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, EXPORT_PARAMS), params, force=True)
@@ -145,6 +153,20 @@ def load_pretrained(path: str | os.PathLike) -> tuple[Any, WFVAEConfig]:
                 f"parameters in {params_dir} do not match {path / CONFIG_NAME}: {e}"
             ) from e
     return params, config
+
+
+def load_lc_settings(path: str | os.PathLike) -> Any:
+    """The LC-VAE settings of an EXPORT directory (``config.json["lc"]``), or ``None`` for a
+    plain WF-VAE. Raises FileNotFoundError without config.json, ValueError for bad settings."""
+    cfg_file = Path(os.path.abspath(os.fspath(path))) / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found; not a wfvae_jax checkpoint.")
+    d = json.loads(cfg_file.read_text()).get("lc")
+    if d is None:
+        return None
+    from wfvae_jax.lc import LCSettings
+
+    return LCSettings.from_dict(d)
 
 
 # ---- WORKDIR ------------------------------------------------------------------------------

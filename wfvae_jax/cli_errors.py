@@ -48,6 +48,19 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def rename_flags(argv: Sequence[str], renames: dict[str, str]) -> list[str]:
+    """``argv`` with deprecated flag names replaced (``--old`` and ``--old=value`` forms); prints
+    one ``warning:`` line per old name used, e.g. ``{"--num-frames": "--num_frames"}``."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name in renames:
+            print(f"warning: {name} is deprecated; use {renames[name]}", file=sys.stderr)
+            arg = renames[name] + eq + value
+        out.append(arg)
+    return out
+
+
 def format_error(e: BaseException) -> str:
     """The ``error:`` (+ ``hint:``) lines for a user error."""
     msg = " ".join(str(e).split("\n")[0].split()) or type(e).__name__

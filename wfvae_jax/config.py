@@ -48,8 +48,9 @@ _L1_VARIANTS = {
         "InverseHaarWaveletTransform3D",
     ),
 }
-# Keys diffusers writes into config.json that are not constructor arguments.
-_IGNORED_KEYS = ("_class_name", "_diffusers_version", "_name_or_path")
+# Keys diffusers writes into config.json that are not constructor arguments, and the LC-VAE
+# settings an exported LC-VAE carries (``"lc"``, read by ``checkpoint.load_lc_settings``).
+_IGNORED_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "lc")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -273,11 +273,16 @@ class WFVAE(nn.Module):
         """``z`` (B, t, h, w, L) -> (video, (W2^, W3^), cache)."""
         return self.decoder(z, cache, lookahead, deterministic)
 
+    def process_latent(self, z: jnp.ndarray) -> jnp.ndarray:
+        """Hook between the posterior sample and the decoder: identity (LC-VAE compresses)."""
+        return z
+
     def __call__(
         self, x: jnp.ndarray, sample_posterior: bool = True, deterministic: bool = True
     ) -> ForwardOutput:
         posterior, (enc_l1, enc_l2), _ = self.encode(x, None, deterministic)
         z = posterior.sample(self.make_rng("sample")) if sample_posterior else posterior.mode()
+        z = self.process_latent(z)
         dec, (dec_l1, dec_l2), _ = self.decode(z, None, 0, deterministic)
         return ForwardOutput(dec, posterior, enc_l1, dec_l1, enc_l2, dec_l2)
 

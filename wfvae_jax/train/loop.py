@@ -24,7 +24,7 @@ import wfvae_jax
 from wfvae_jax import checkpoint as layout
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.data import make_video_dataset, window_span
-from wfvae_jax.lc_model import LCSettings
+from wfvae_jax.lc import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
 from wfvae_jax.metrics import psnr
 from wfvae_jax.train import checkpointing, writers
@@ -68,7 +68,7 @@ def lc_settings(config: ml_collections.ConfigDict) -> LCSettings | None:
     lc = config.model.get("lc")
     if lc is None or not lc.enabled:
         return None
-    return LCSettings(lc.mask, lc.keep_ratio, lc.levels, lc.scale, lc.time_mode)
+    return LCSettings.from_dict(lc.to_dict())
 
 
 def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:
@@ -365,7 +365,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         export_dir = os.path.join(workdir, layout.WORKDIR_EXPORT)
         ema = multihost_utils.process_allgather(state.ema_params, tiled=True)
         # Every process calls it: orbax's save is collective (one process writes the files).
-        wfvae_jax.save_pretrained(export_dir, ema, cfg.model)
+        wfvae_jax.save_pretrained(export_dir, ema, cfg.model, lc=cfg.lc)
         if is_main:
             logger.info("exported the EMA weights to %s (wfvae_jax.load_pretrained)", export_dir)
         history["export"] = export_dir

@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from wfvae_jax.config import WFVAEConfig
-from wfvae_jax.lc_model import LCSettings, build_model
+from wfvae_jax.lc import LCVAE, LCSettings
 from wfvae_jax.losses import (
     GeneratorOutputs,
     LossConfig,
@@ -99,7 +99,8 @@ class StepConfig:
 
     def build_model(self, dtype: Any = None) -> WFVAE:
         """The generator module: WF-VAE, or LC-VAE when ``lc`` is set (same parameters)."""
-        return build_model(self.model, self.lc, self.dtype if dtype is None else dtype)
+        dtype = self.dtype if dtype is None else dtype
+        return WFVAE(self.model, dtype) if self.lc is None else LCVAE(self.model, dtype, lc=self.lc)
 
     @property
     def uses_lpips(self) -> bool:

@@ -2,7 +2,8 @@
 
 Usage (after a model exists)::
 
-    python -m wfvae_jax.analysis.latent_frequency --checkpoint DIR --videos DIR --out OUT
+    wfvae analyze --checkpoint DIR --videos DIR --out OUT [--num_frames 65 --levels 0,2]
+    python -m wfvae_jax.lc.frequency ...     # the same
 
 writes ``OUT/latent_frequency.json`` and, per Multi-WT depth L in ``--levels``,
 ``OUT/energy_share_L{L}.png``, ``OUT/channel_energy_L{L}.png`` and ``OUT/lag1_L{L}.png``.
@@ -268,15 +269,24 @@ def plot_summary(summary: dict[str, Any], out_dir: str | os.PathLike) -> list[Pa
 
 # ----------------------------------------------------------------------------- CLI
 
+# Flag names before the project settled on --snake_case (still accepted, with a warning).
+_RENAMED_FLAGS = {
+    "--num-frames": "--num_frames",
+    "--frame-stride": "--frame_stride",
+    "--max-videos": "--max_videos",
+    "--time-mode": "--time_mode",
+}
+
 
 def _find_videos(root: Path, limit: int) -> list[Path]:
-    from wfvae_jax import video_io
+    from wfvae_jax.cli_errors import UserError
+    from wfvae_jax.data.sources import find_videos
 
     if not root.is_dir():
-        raise FileNotFoundError(f"--videos {root} is not a directory")
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in video_io.VIDEO_EXTENSIONS)
+        raise UserError(f"--videos {root} is not a directory", hint="pass a folder of videos")
+    found = [root / rel for rel in find_videos(str(root))]
     if not found:
-        raise ValueError(f"no videos ({', '.join(video_io.VIDEO_EXTENSIONS)}) under {root}")
+        raise UserError(f"no video files under {root}", hint="mp4, avi, mkv, mov or webm files")
     return found[:limit] if limit > 0 else found
 
 
@@ -290,35 +300,54 @@ def _parse_levels(text: str) -> list[int]:
     return levels
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI: encode videos with a checkpoint, write JSON + PNG statistics; returns the JSON dict."""
-    p = argparse.ArgumentParser(prog="python -m wfvae_jax.analysis.latent_frequency")
+def build_parser() -> argparse.ArgumentParser:
+    from wfvae_jax import video_io
+    from wfvae_jax.api import DTYPES
+
+    p = argparse.ArgumentParser(
+        prog="wfvae analyze",
+        description="Latent frequency analysis (LC-VAE supp. Sec. C): subband energy share, "
+        "per-channel energy, lag-1 temporal autocorrelation, as JSON and PNG.",
+    )
     p.add_argument("--checkpoint", required=True, help="converted checkpoint dir (load_pretrained)")
     p.add_argument("--videos", required=True, help="directory searched recursively for videos")
     p.add_argument("--out", default="latent_frequency", help="output directory")
-    p.add_argument("--num-frames", type=int, default=33, help="frames per clip (1 + 4k)")
-    p.add_argument("--frame-stride", type=int, default=1)
-    p.add_argument("--resolution", type=int, default=256, help="square crop size (multiple of 16)")
-    p.add_argument("--max-videos", type=int, default=0, help="0: all")
+    video_io.add_clip_args(p, num_frames=33, resolution="256", start=False)
+    p.add_argument("--max_videos", type=int, default=0, help="0: all")
     p.add_argument("--levels", type=_parse_levels, default=[0, 2], help="Multi-WT depths, '0,2'")
-    p.add_argument("--time-mode", choices=lc.TIME_MODES, default="causal")
-    args = p.parse_args(argv)
+    p.add_argument("--time_mode", choices=lc.TIME_MODES, default="causal")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="encoder compute")
+    p.add_argument("--t_chunk", type=int, default=None, help="Causal Cache chunk (video frames)")
+    return p
 
-    import jax
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """CLI: encode videos with a checkpoint, write JSON + PNG statistics; returns the JSON dict.
+
+    Raises (printed as one ``error:`` line by ``cli_errors.run``): UserError / ValueError /
+    FileNotFoundError for bad flags, a missing checkpoint or videos, or clips the levels cannot
+    split.
+    """
+    from wfvae_jax.cli_errors import rename_flags
+
+    args = build_parser().parse_args(
+        rename_flags(sys.argv[1:] if argv is None else argv, _RENAMED_FLAGS)
+    )
 
     import wfvae_jax
     from wfvae_jax import video_io
 
+    # The Multi-WT halves the latent's H and W once more: sizes are multiples of 16.
+    spec = video_io.clip_spec_from_args(args, multiple=16)
     videos = _find_videos(Path(args.videos), args.max_videos)
     params, cfg = wfvae_jax.load_pretrained(args.checkpoint)
-    encode = jax.jit(lambda prm, x: wfvae_jax.encode(prm, x, cfg).mean)
+    spec.check_model(cfg)
     per_level: dict[int, list[FrequencyStats]] = {lv: [] for lv in args.levels}
     latent_shape = None
     for i, path in enumerate(videos):
-        x = video_io.read_video(
-            path, args.num_frames, frame_stride=args.frame_stride, resolution=args.resolution
-        )
-        z = np.asarray(encode(params, x[None]), np.float32)
+        x = spec.read(path)
+        post = wfvae_jax.encode(params, x[None], cfg, dtype=args.dtype, t_chunk=args.t_chunk)
+        z = np.asarray(post.mean, np.float32)
         latent_shape = list(z.shape)
         for lv in args.levels:
             per_level[lv].append(latent_frequency_stats(z, lv, args.time_mode))
@@ -327,9 +356,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {
         "checkpoint": str(args.checkpoint),
         "videos": [str(v) for v in videos],
-        "num_frames": args.num_frames,
-        "frame_stride": args.frame_stride,
-        "resolution": args.resolution,
+        **spec.to_dict(),
         "time_mode": args.time_mode,
         "latent_shape": latent_shape,
         "levels": {str(lv): summarize(per_level[lv]) for lv in args.levels},
@@ -344,4 +371,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from wfvae_jax.cli_errors import run
+
+    run(main)

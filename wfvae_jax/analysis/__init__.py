@@ -1,1 +1,0 @@
-"""Analyses of trained models' latents (``python -m wfvae_jax.analysis.<name>``)."""
