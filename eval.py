@@ -2,13 +2,14 @@
 
     python eval.py --workdir RUN --videos VAL_DIR                  # latest checkpoint, EMA weights
     python eval.py --checkpoint CONVERTED --videos VAL_DIR --out OUT \
-        --lpips_weights alexnet-owt-7be5be79.pth --blockwise
+        --lpips_weights alexnet-owt-7be5be79.pth --causal_cache
 
 Defaults follow the paper's Table 1 (33 frames, 256x256). See docs/eval.md and
-``python eval.py --help``; the logic lives in ``wfvae_jax.eval``.
+``python eval.py --help``; the logic lives in ``wfvae_jax.eval`` (also ``wfvae eval``).
 """
 
+from wfvae_jax.cli_errors import run
 from wfvae_jax.eval.cli import main
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,7 @@ from skimage.metrics import structural_similarity
 
 import wfvae_jax
 from wfvae_jax import latent_stats
+from wfvae_jax.cli_errors import UserError
 from wfvae_jax.eval import EvalOptions, FolderClips, evaluate, load_train_checkpoint
 from wfvae_jax.eval.cli import main as eval_main
 from wfvae_jax.metrics import lpips
@@ -64,13 +65,13 @@ def alex_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_run(ckpt, alex_weights, tmp_path_factory):
-    """eval.py on 3 clips in batches of 2 (the last one padded), 9 frames, 32x32: blockwise
-    (default chunks), LPIPS, arrays. Every model run in this module uses batches of 2, so
-    each program compiles once."""
+    """eval.py on 3 clips in batches of 2 (the last one padded), 9 frames, 32x32: direct vs
+    Causal Cache (default chunks), LPIPS, arrays. Every model run in this module uses batches
+    of 2, so each program compiles once."""
     out = tmp_path_factory.mktemp("eval_out")
     argv = ["--checkpoint", str(ckpt), "--videos", str(VIDEOS), "--num_frames", str(T)]
     argv += ["--resolution", str(RES), "--max_videos", "3", "--batch_size", "2"]
-    argv += ["--blockwise"]  # default chunks: 8 frames (encoder) / 2 latent frames (decoder)
+    argv += ["--causal_cache"]  # default chunks: 8 frames (encoder) / 2 latent frames (decoder)
     argv += ["--lpips_weights", str(alex_weights), "--no_fvd", "--save_arrays"]
     argv += ["--out", str(out), "--no_progress"]
     results = eval_main(argv)
@@ -146,9 +147,9 @@ def test_eval_metrics_match_independent_computation(cli_run, alex_weights):
 
 
 @pytest.mark.slow  # runs the model (compiles on first use)
-def test_eval_blockwise_direct_equals_chunked(cli_run):
+def test_eval_causal_cache_direct_equals_chunked(cli_run):
     results, out_dir = cli_run
-    b = results["blockwise"]
+    b = results["causal_cache"]
     assert (b["t_chunk_encoder"], b["t_chunk_decoder"]) == (8, 2)
     assert b["max_abs_diff"] <= 1e-5 and b["max_abs_diff_latent"] <= 1e-5
     diffs = []
@@ -191,8 +192,10 @@ def test_folder_clips_skips_short_videos_with_reason():
     names = [c.name for c in clips]
     assert names == ["bikes_0000", "bikes_0120", "sub__carphone_0000"]
     assert len(clips.skipped) == 2 and all("decodable frames" in r for r in clips.skipped.values())
-    with pytest.raises(ValueError, match="nearest valid is 9"):
-        FolderClips(VIDEOS, 10, RES)
+    with pytest.raises(ValueError, match="nearest valid T is 9"):
+        FolderClips(VIDEOS, 10, RES, config=wfvae_jax.WFVAEConfig())
+    with pytest.raises(ValueError, match="nearest valid: 32 or 40"):
+        FolderClips(VIDEOS, 9, 36)
 
 
 def _fake_workdir(path, params, config):
@@ -268,7 +271,7 @@ def test_latent_stats_write_config_roundtrip(ckpt, tmp_path):
     np.testing.assert_allclose(normalised.mean(axis=(0, 1, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(normalised.std(axis=(0, 1, 2, 3), ddof=1), 1, rtol=1e-5)
     assert json.loads((ckpt_copy / "latent_stats.json").read_text())["num_videos"] == 3
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="--write_config needs --checkpoint"):
         latent_stats.main(["--workdir", str(tmp_path), "--videos", str(VIDEOS), "--write_config"])
     assert os.path.isfile(ckpt_copy / "config.json")
 
@@ -291,3 +294,28 @@ def test_tfds_clips_are_the_first_frames_of_each_record(tmp_path):
     offsets = sorted(o for v in got for o, e in expected.items() if np.array_equal(v, e))
     assert offsets == [0, 1, 3]
     assert list(clips.skipped.values()) == [f"only 4 frames, the clip spans {T}"]
+
+
+@pytest.mark.slow  # runs the model (compiles on first use)
+def test_eval_metrics_run_in_bounded_chunks(ckpt, tmp_path, monkeypatch):
+    """eval's PSNR and SSIM see at most the pixel budget per call (fails without chunking)."""
+    import importlib
+
+    common = importlib.import_module("wfvae_jax.metrics._common")
+    seen = []
+    real = common.map_frame_chunks
+
+    def spy(fn, x, y, frame_chunk):
+        step = common.frames_per_call(np.shape(x), frame_chunk)
+        seen.append(min(step, np.shape(x)[1]))
+        return real(fn, x, y, frame_chunk)
+
+    monkeypatch.setattr(common, "PIXELS_PER_CALL", 2 * 4 * RES * RES)  # batch 2: 4 frames
+    for name in ("psnr", "ssim"):
+        monkeypatch.setattr(importlib.import_module(f"wfvae_jax.metrics.{name}"),
+                            "map_frame_chunks", spy)  # fmt: skip
+    params, config = wfvae_jax.load_pretrained(ckpt)
+    res = evaluate(params, config, FolderClips(VIDEOS, T, RES, max_videos=1), tmp_path,
+                   EvalOptions(num_visuals=0, batch_size=2, fvd=False), progress=False)  # fmt: skip
+    assert seen == [4, 4] and np.isfinite(res["metrics"]["ssim"]["mean"])
+    assert "keeps" in res["videos"][0]["geometry"]  # the crop is reported per clip

@@ -5,10 +5,21 @@ Public API::
     params, config = wfvae_jax.load_pretrained("converted_dir")
     posterior = wfvae_jax.encode(params, video, config)          # video (B, T, H, W, 3) in [-1, 1]
     video_hat = wfvae_jax.decode(params, posterior.mode(), config)
+    video_hat = wfvae_jax.reconstruct(params, video, config, t_chunk=16)  # encode, mode, decode
+
+Importing the package needs only the inference install (``pip install .``): training, evaluation
+and analysis modules are imported by the commands that use them.
 """
 
 from wfvae_jax import config
-from wfvae_jax.api import decode, encode, nearest_valid_num_frames, validate_video
+from wfvae_jax.api import (
+    decode,
+    encode,
+    nearest_valid_num_frames,
+    parse_dtype,
+    reconstruct,
+    validate_video,
+)
 from wfvae_jax.checkpoint import load_pretrained, save_pretrained
 from wfvae_jax.config import WFVAEConfig, get_config
 from wfvae_jax.model import WFVAE, init_params
@@ -25,6 +36,8 @@ __all__ = [
     "init_params",
     "load_pretrained",
     "nearest_valid_num_frames",
+    "parse_dtype",
+    "reconstruct",
     "save_pretrained",
     "validate_video",
 ]

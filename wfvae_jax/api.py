@@ -3,7 +3,10 @@
 Both are jit-compiled per (config, dtype, shape), run in float32 or bfloat16 (parameters stay
 float32 and are cast per layer; norms and softmax compute in float32), and validate their input.
 ``t_chunk`` switches to Causal Cache chunked inference (``wfvae_jax.causal_cache``), which gives the
-same result on bounded memory.
+same result on bounded memory. :func:`reconstruct` (encode, posterior mode, decode) is the one
+reconstruction the tools share (``wfvae reconstruct``, ``eval.py``, training samples);
+:func:`parse_dtype` the one reading of a dtype name; :func:`lower_encode` / :func:`lower_decode`
+AOT-lower exactly what ``encode`` / ``decode`` run (benchmarks: compile time, XLA memory).
 """
 
 from __future__ import annotations
@@ -36,6 +39,29 @@ def _value_stats(x: Any) -> tuple[bool, float, float] | None:
     if not bool(xp.isfinite(a).all()):
         return False, float("nan"), float("nan")
     return True, float(a.min()), float(a.max())
+
+
+# Compute dtypes by name (command-line flags, configs); parse_dtype is the one reader.
+DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16"}
+
+
+def parse_dtype(dtype: Any) -> Any:
+    """A compute dtype from a name (``"float32"``, ``"bfloat16"``; also ``fp32``/``bf16``) or a
+    dtype (``jnp.float32``, ``np.dtype("float32")``, ...) -> ``jnp.float32`` or ``jnp.bfloat16``.
+
+    Raises:
+      ValueError: any other dtype or name (the message lists the names).
+    """
+    name = _DTYPE_ALIASES.get(dtype, dtype) if isinstance(dtype, str) else None
+    if name is None:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = repr(dtype)
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    return DTYPES[name]
 
 
 def _check_finite(x: Any, what: str) -> None:
@@ -125,7 +151,8 @@ def encode(
         ``T = 1 + d k`` with ``d = config.temporal_downsample`` (4, or 8 for the 8x8x8 variant),
         H and W multiples of 8.
       config: the model's :class:`WFVAEConfig`.
-      dtype: compute dtype, ``jnp.float32`` or ``jnp.bfloat16``.
+      dtype: compute dtype, ``jnp.float32`` or ``jnp.bfloat16`` (or its name, see
+        :func:`parse_dtype`).
       t_chunk: video frames per Causal Cache chunk (a multiple of ``d``) for bounded memory;
         ``None`` encodes the whole clip at once. Both give the same result (layernorm models).
       return_taps: also return the encoder's ``(W2, W3)`` coefficients (direct mode only).
@@ -138,6 +165,7 @@ def encode(
     Source: reference ``WFVAEModel.encode``.
     """
     validate_video(video, config)
+    dtype = parse_dtype(dtype)
     if t_chunk is not None:
         if return_taps:
             raise ValueError("return_taps is only available without t_chunk")
@@ -172,6 +200,7 @@ def decode(
     Source: reference ``WFVAEModel.decode``.
     """
     validate_latent(z, config)
+    dtype = parse_dtype(dtype)
     if t_chunk is not None:
         if return_taps:
             raise ValueError("return_taps is only available without t_chunk")
@@ -180,3 +209,89 @@ def decode(
         return decode_chunked(params, z, config, t_chunk, dtype=dtype)
     dec, taps = _decode(params, jnp.asarray(z), config, dtype)
     return (dec, taps) if return_taps else dec
+
+
+def reconstruct(
+    params: Params,
+    video: Any,
+    config: WFVAEConfig,
+    *,
+    t_chunk: int | None = None,
+    dtype: Any = jnp.float32,
+    lc: Any = None,
+    return_latent: bool = False,
+) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+    """Encode, take the posterior mode, decode: the reconstruction the tools report.
+
+    Works eagerly and under ``jax.jit`` (training samples jit it with their shardings).
+    Args:
+      video: ``(B, T, H, W, 3)`` float in [-1, 1], ``T = 1 + k * config.temporal_downsample``,
+        H and W multiples of 8.
+      t_chunk: Causal Cache chunk in video frames (encoder); the decoder gets
+        ``config.latent_chunk(t_chunk)`` latent frames per chunk. ``None``: direct inference.
+      dtype: compute dtype (see :func:`parse_dtype`).
+      lc: LC-VAE settings (``wfvae_jax.lc.LCSettings``) or ``None``: the latent is compressed
+        (Multi-WT, mask, inverse) before decoding, as ``LCVAE``'s forward pass does.
+      return_latent: also return the posterior mode (before any LC compression).
+    Returns:
+      the reconstruction ``(B, T, H, W, 3)`` float32 (not clipped); with ``return_latent``,
+      ``(reconstruction, z)`` with ``z`` ``(B, 1 + k, H/8, W/8, latent_dim)`` float32.
+    Raises:
+      ValueError: as :func:`encode` / :func:`decode`, or LC settings the latent cannot take.
+    Source: the reference's ``scripts/recon_video.py`` (encode, ``.mode()``, decode).
+    """
+    dtype = parse_dtype(dtype)
+    z = encode(params, video, config, dtype=dtype, t_chunk=t_chunk).mode()
+    zc = z if lc is None else lc.compress(z)
+    dec_chunk = None if t_chunk is None else config.latent_chunk(t_chunk)
+    y = decode(params, zc, config, dtype=dtype, t_chunk=dec_chunk).astype(jnp.float32)
+    return (y, z.astype(jnp.float32)) if return_latent else y
+
+
+def _stand_in(x: Any) -> Any:
+    """``x``, or for a ``jax.ShapeDtypeStruct`` a zero view of its shape (no memory) to validate."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return np.broadcast_to(np.zeros((), np.float32), x.shape)
+    return x
+
+
+def lower_encode(
+    params: Params,
+    video: Any,
+    config: WFVAEConfig,
+    *,
+    dtype: Any = jnp.float32,
+    t_chunk: int | None = None,
+) -> jax.stages.Lowered:
+    """AOT lowering of the computation :func:`encode` runs for these arguments (same checks).
+
+    ``.compile()`` it for compile time and ``memory_analysis()``; ``video`` may be a
+    ``jax.ShapeDtypeStruct``.
+    """
+    validate_video(_stand_in(video), config)
+    dtype = parse_dtype(dtype)
+    if t_chunk is None:
+        return _encode.lower(params, video, config, dtype)
+    from wfvae_jax import causal_cache
+
+    causal_cache._check(config, t_chunk, 4, "encoder")
+    return causal_cache._encode_chunked.lower(params, video, config, t_chunk, dtype)
+
+
+def lower_decode(
+    params: Params,
+    z: Any,
+    config: WFVAEConfig,
+    *,
+    dtype: Any = jnp.float32,
+    t_chunk: int | None = None,
+) -> jax.stages.Lowered:
+    """AOT lowering of the computation :func:`decode` runs for these arguments (same checks)."""
+    validate_latent(_stand_in(z), config)
+    dtype = parse_dtype(dtype)
+    if t_chunk is None:
+        return _decode.lower(params, z, config, dtype)
+    from wfvae_jax import causal_cache
+
+    causal_cache._check(config, t_chunk, 1, "decoder")
+    return causal_cache._decode_chunked.lower(params, z, config, t_chunk, dtype)

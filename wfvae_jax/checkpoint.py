@@ -272,6 +272,40 @@ def load_model(
     return params, config, f"workdir {os.path.abspath(os.fspath(src))} (step {step}, {which})"
 
 
+def load_model_lc_settings(
+    checkpoint: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    step: int | None = None,
+) -> Any:
+    """The LC-VAE settings (``wfvae_jax.lc.LCSettings``) of what :func:`load_model` loads with
+    the same arguments, or ``None`` for a plain WF-VAE: an EXPORT's ``config.json["lc"]``
+    (:func:`load_lc_settings`), a WORKDIR step's run config (``meta["config"]``, its
+    ``model.lc`` when ``enabled``)."""
+    if checkpoint is not None and detect_layout(checkpoint) is not Layout.WORKDIR:
+        return load_lc_settings(checkpoint)
+    ckpt_dir = checkpoints_dir(workdir if workdir is not None else checkpoint)
+    with ocp.CheckpointManager(ckpt_dir) as manager:
+        steps = sorted(manager.all_steps())
+    meta_dir = os.path.join(ckpt_dir, str(steps[-1] if step is None else step), META_ITEM)
+    if not steps or not os.path.isdir(meta_dir):
+        return None
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
+        meta = ckptr.restore(meta_dir)
+    run_config = meta.get("config") if isinstance(meta, dict) else None
+    if isinstance(run_config, str):
+        try:
+            run_config = json.loads(run_config)
+        except ValueError:
+            return None
+    model = run_config.get("model") if isinstance(run_config, dict) else None
+    lc = model.get("lc") if isinstance(model, dict) else None
+    if not isinstance(lc, dict) or not lc.get("enabled"):
+        return None
+    from wfvae_jax.lc import LCSettings
+
+    return LCSettings.from_dict(lc)
+
+
 # ---- REFERENCE ----------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 Usage::
 
     wfvae convert RELEASE_DIR OUT_DIR                     # python -m wfvae_jax.convert
-    wfvae reconstruct --checkpoint DIR --input VIDEO ...  # python -m wfvae_jax.reconstruct
+    wfvae reconstruct --checkpoint DIR --input VIDEO ...  # python -m wfvae_jax.recon_video
     wfvae eval --checkpoint DIR --videos DIR ...          # python eval.py
     wfvae train --config configs/cpu_small.py ...         # python train.py
     wfvae latent-stats --checkpoint DIR --videos DIR      # python -m wfvae_jax.latent_stats
@@ -11,7 +11,8 @@ Usage::
     wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax.encode_dataset
     wfvae bench causal_cache|throughput|... [ARGS]        # python benchmarks/NAME.py
 
-Each subcommand's module is imported only when it runs, so ``wfvae reconstruct`` needs only the
+``python -m wfvae_jax COMMAND ...`` is the same without the console script. Each subcommand's
+module is imported only when it runs, so ``wfvae reconstruct`` needs only the
 inference install (``pip install .``) and a subcommand whose optional dependencies are missing
 fails with one ``error:`` line naming the extra to install. Errors follow
 :mod:`wfvae_jax.cli_errors` (``error:`` + ``hint:``, exit 2; ``--debug`` shows tracebacks).
@@ -31,7 +32,7 @@ from wfvae_jax.cli_errors import DEBUG_ENV, UserError, debug_enabled, run
 # name -> (module, function, one-line description, the pip extra its imports need)
 COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
     "convert": ("wfvae_jax.convert", "main", "convert a PyTorch WF-VAE checkpoint", None),
-    "reconstruct": ("wfvae_jax.reconstruct", "main", "encode + decode a video, PSNR/SSIM", None),
+    "reconstruct": ("wfvae_jax.recon_video", "main", "encode + decode a video, PSNR/SSIM", None),
     "eval": ("wfvae_jax.eval.cli", "main", "PSNR/SSIM/LPIPS/FVD over a video set", "eval"),
     "train": ("wfvae_jax.train.cli", "main", "train or fine-tune (configs/*.py)", "train"),
     "latent-stats": ("wfvae_jax.latent_stats", "main", "per-channel latent shift/scale", None),

@@ -23,8 +23,9 @@ with Chan et al.'s parallel update (numerically stable for millions of positions
 
 Usage::
 
-    python -m wfvae_jax.latent_stats --checkpoint CONVERTED --videos DIR \
+    wfvae latent-stats --checkpoint CONVERTED --videos DIR \
         [--num_frames 33 --resolution 256 --max_videos 1000] [--write_config]
+    python -m wfvae_jax.latent_stats ...      # the same
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -94,7 +94,7 @@ def compute_latent_stats(
     clips: Iterable[Any],
     *,
     batch_size: int = 1,
-    dtype: Any = jnp.float32,
+    dtype: Any = "float32",
     t_chunk: int | None = None,
     sample: bool = False,
     seed: int = 0,
@@ -107,7 +107,7 @@ def compute_latent_stats(
       clips: iterable of ``wfvae_jax.eval.clips.EvalClip`` (or anything with ``.video``,
         float32 ``(T, H, W, 3)`` in [-1, 1], all one shape).
       batch_size: clips per encoder call (a short last batch is padded, not counted twice).
-      dtype: encoder compute dtype.
+      dtype: encoder compute dtype (``wfvae_jax.api.parse_dtype``).
       t_chunk: Causal Cache chunk in video frames (multiple of 4), or None.
       sample: use posterior samples (``seed``-determined) instead of posterior means.
     Returns:
@@ -194,8 +194,15 @@ def write_config_stats(checkpoint_dir: str | os.PathLike, stats: dict[str, Any])
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m wfvae_jax.latent_stats``; prints and writes the statistics; returns them."""
+    """``wfvae latent-stats``; prints and writes the statistics; returns them.
+
+    Raises (printed as one ``error:`` line by ``cli_errors.run``): UserError, ValueError,
+    FileNotFoundError for bad flags, a missing model or video folder.
+    """
+    from wfvae_jax import video_io
+    from wfvae_jax.api import DTYPES
     from wfvae_jax.checkpoint import load_model
+    from wfvae_jax.cli_errors import UserError
     from wfvae_jax.eval.cli import (
         HelpFormatter,
         add_data_args,
@@ -205,7 +212,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
     parser = argparse.ArgumentParser(
-        prog="python -m wfvae_jax.latent_stats",
         description="Per-channel mean/std of WF-VAE latents over a dataset; shift = mean, "
         "scale = 1/std for diffusion ((z - shift) * scale).",
         formatter_class=HelpFormatter,
@@ -213,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add_model_args(parser)
     add_data_args(parser, num_frames=33, resolution=256)
     parser.add_argument("--batch_size", type=int, default=1)
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--t_chunk", type=int, default=None, help="Causal Cache chunk (frames)")
     parser.add_argument(
         "--sample", action="store_true", help="posterior samples instead of posterior means"
@@ -230,22 +236,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no_progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     if args.write_config and args.checkpoint is None:
-        parser.error("--write_config needs --checkpoint (a converted checkpoint directory)")
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
-    try:
-        clips = clips_from_args(args)
-        params, config, description = load_model(
-            args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step
+        raise UserError(
+            "--write_config needs --checkpoint (a converted checkpoint directory)",
+            hint="convert or export the model first, then pass --checkpoint DIR",
         )
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    video_io.clip_spec_from_args(args)  # flag errors before the model loads
+    params, config, description = load_model(
+        args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step
+    )
+    clips = clips_from_args(args, config)
     stats = compute_latent_stats(
         params,
         config,
         clips,
         batch_size=args.batch_size,
-        dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
+        dtype=args.dtype,
         t_chunk=args.t_chunk,
         sample=args.sample,
         seed=args.seed,
@@ -268,4 +275,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from wfvae_jax.cli_errors import run
+
+    run(main)

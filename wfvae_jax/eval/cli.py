@@ -1,4 +1,5 @@
-"""Command line of ``python eval.py`` (and the shared model/data flags of ``latent_stats``)."""
+"""Command line of ``python eval.py`` / ``wfvae eval`` (and the model/data flags of
+``latent_stats``). User errors print as one ``error:`` line (``wfvae_jax.cli_errors``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from wfvae_jax.eval.clips import DEFAULT_FPS, FolderClips, TfdsClips
+from wfvae_jax import video_io
+from wfvae_jax.cli_errors import UserError, rename_flags
+from wfvae_jax.eval.clips import FolderClips, TfdsClips
+from wfvae_jax.video_io import DEFAULT_FPS
+
+# Old flag names (still accepted, with a warning).
+RENAMED_FLAGS = {"--blockwise": "--causal_cache"}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -46,23 +53,32 @@ def add_data_args(parser: argparse.ArgumentParser, num_frames: int, resolution: 
     g.add_argument("--tfds_data_dir", default=None, help="TFDS data_dir")
     g.add_argument("--video_key", default="video", help="TFDS feature holding uint8 frames")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS, help="TFDS frame rate (for mp4s)")
-    g.add_argument("--num_frames", type=int, default=num_frames, help="frames per clip, 1 + 4k")
-    g.add_argument(
-        "--resolution", type=int, default=resolution, help="short side resize + square crop"
-    )
-    g.add_argument("--frame_stride", type=int, default=1, help="take every n-th frame")
+    video_io.add_clip_args(g, num_frames=num_frames, resolution=str(resolution), start=False)
     g.add_argument("--max_videos", type=int, default=None, help="use at most this many clips")
 
 
-def clips_from_args(args: argparse.Namespace) -> FolderClips | TfdsClips:
-    """The clip iterable the data flags describe (see ``wfvae_jax.eval.clips``)."""
+def clips_from_args(args: argparse.Namespace, config: Any = None) -> FolderClips | TfdsClips:
+    """The clip iterable the data flags describe (see ``wfvae_jax.eval.clips``); with the
+    model's ``config``, ``--num_frames`` is checked against its frame-count rule.
+
+    Raises:
+      UserError: a bad flag value (with a hint), a missing folder.
+    """
+    spec = video_io.clip_spec_from_args(args)
+    if config is not None:
+        spec.check_model(config)
+    if args.max_videos is not None and args.max_videos < 1:
+        raise UserError(f"--max_videos must be >= 1, got {args.max_videos}")
     common = dict(
-        num_frames=args.num_frames,
-        resolution=args.resolution,
-        frame_stride=args.frame_stride,
+        num_frames=spec.num_frames,
+        resolution=spec.resolution,
+        frame_stride=spec.frame_stride,
         max_videos=args.max_videos,
+        crop=spec.crop,
     )
     if args.videos is not None:
+        if not os.path.isdir(args.videos):
+            raise UserError(f"--videos {args.videos} is not a directory", hint="a video folder")
         return FolderClips(args.videos, **common)
     return TfdsClips(
         args.tfds,
@@ -75,17 +91,31 @@ def clips_from_args(args: argparse.Namespace) -> FolderClips | TfdsClips:
 
 
 def clip_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "num_frames": args.num_frames,
-        "resolution": args.resolution,
-        "frame_stride": args.frame_stride,
-        "max_videos": args.max_videos,
-    }
+    """The clip flags for reports (``ClipSpec.to_dict`` plus ``max_videos``)."""
+    d = video_io.clip_spec_from_args(args).to_dict()
+    d.pop("start")
+    return {**d, "max_videos": args.max_videos}
+
+
+def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
+    """``(params, config, description, lc_settings)`` for the model flags (``add_model_args``).
+
+    ``lc_settings`` are the LC-VAE settings a checkpoint carries (``None`` for WF-VAE).
+    Raises FileNotFoundError / ValueError (user errors) from the loaders.
+    """
+    from wfvae_jax.checkpoint import load_model, load_model_lc_settings
+
+    params, config, description = load_model(
+        args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step
+    )
+    lc = load_model_lc_settings(args.checkpoint, args.workdir, step=args.step)
+    return params, config, description, lc
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from wfvae_jax.api import DTYPES
+
     parser = argparse.ArgumentParser(
-        prog="python eval.py",
         description="Reconstruction metrics of a WF-VAE (PSNR, SSIM, LPIPS-alex, FVD) as in the "
         "paper's Table 1, and direct vs Causal Cache inference (Table 5).",
         formatter_class=HelpFormatter,
@@ -94,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(parser, num_frames=33, resolution=256)
     g = parser.add_argument_group("inference")
     g.add_argument("--batch_size", type=int, default=1, help="clips per model call")
-    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    g.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     g.add_argument(
         "--t_chunk",
         type=int,
@@ -102,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Causal Cache chunk in video frames (multiple of 4); default: whole clip at once",
     )
     g.add_argument(
-        "--blockwise",
+        "--causal_cache",
         action="store_true",
         help="also run Causal Cache inference (chunks of --t_chunk, default 8) on the same clips "
-        "and report direct vs chunked (Table 5)",
+        "and report direct vs chunked (Table 5); --blockwise is an old name for it",
     )
     g = parser.add_argument_group("metrics")
     g.add_argument(
@@ -131,33 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Runs the evaluation; prints the markdown report; returns the results dict."""
-    from wfvae_jax.checkpoint import load_model
+    """Runs the evaluation; prints the markdown report; returns the results dict.
+
+    Raises (printed as one ``error:`` line by ``cli_errors.run``): UserError, ValueError,
+    FileNotFoundError for bad flags, a missing model or video folder.
+    """
     from wfvae_jax.eval.pipeline import EvalOptions, evaluate
     from wfvae_jax.eval.report import format_markdown
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        options = EvalOptions(
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-            t_chunk=args.t_chunk,
-            blockwise=args.blockwise,
-            lpips_weights=args.lpips_weights,
-            fvd=args.fvd,
-            i3d_weights=args.i3d_weights,
-            num_visuals=None if args.num_visuals < 0 else args.num_visuals,
-            save_arrays=args.save_arrays,
-            quantize=args.quantize,
-            error_gain=args.error_gain,
-        )
-        clips = clips_from_args(args)
-        params, config, description = load_model(
-            args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step
-        )
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+    argv = rename_flags(sys.argv[1:] if argv is None else argv, RENAMED_FLAGS)
+    args = build_parser().parse_args(argv)
+    options = EvalOptions(
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        t_chunk=args.t_chunk,
+        causal_cache=args.causal_cache,
+        lpips_weights=args.lpips_weights,
+        fvd=args.fvd,
+        i3d_weights=args.i3d_weights,
+        num_visuals=None if args.num_visuals < 0 else args.num_visuals,
+        save_arrays=args.save_arrays,
+        quantize=args.quantize,
+        error_gain=args.error_gain,
+    )
+    video_io.clip_spec_from_args(args)  # flag errors before the model loads
+    params, config, description, lc = load_model_from_args(args)
+    clips = clips_from_args(args, config)
     out_dir = os.path.join(args.out or args.workdir or ".", "eval")
     name = os.path.basename(os.path.normpath(args.checkpoint or args.workdir))
     results = evaluate(
@@ -170,7 +199,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model_name=name,
         clip_settings=clip_settings(args),
         progress=args.progress,
+        lc=lc,
     )
     print(format_markdown(results))
     print(f"wrote {os.path.join(out_dir, 'metrics.json')} and metrics.md", file=sys.stderr)
     return results
+
+
+if __name__ == "__main__":
+    from wfvae_jax.cli_errors import run
+
+    run(main)

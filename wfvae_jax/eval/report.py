@@ -3,7 +3,7 @@
 Layout of an evaluation directory::
 
     metrics.json        settings, per-metric summaries (mean/std/min/max over clips), FVD,
-                        skipped metrics with reasons, blockwise comparison, per-clip values
+                        skipped metrics with reasons, the Causal Cache comparison, per-clip values
     metrics.md          the same as markdown tables (paper Table 1 / Table 5 form)
     recon/NAME.mp4      reconstruction (libx264 CRF 17) at the clip's frame rate
     strips/NAME.png     8 frames per row: input | reconstruction | |error| x gain
@@ -112,12 +112,12 @@ def format_markdown(results: dict[str, Any]) -> str:
             f"\nFVD over {d['num_videos']} clips: the estimate is biased upwards and noisy for "
             "small sets; compare only values computed over the same, large set of clips."
         )
-    b = results.get("blockwise")
+    b = results.get("causal_cache")
     if b is not None:
         names = [k for k in ("psnr", "ssim", "lpips") if b["direct"].get(k) is not None]
         lines += [
             "",
-            "## Block-wise (Causal Cache) vs direct inference (paper Table 5 form)",
+            "## Causal Cache (chunked) vs direct inference (paper Table 5 form)",
             "",
             "| Inference | Chunk (enc / dec frames) | "
             + " | ".join(_ARROWS[k] for k in names)

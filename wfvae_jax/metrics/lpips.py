@@ -40,8 +40,9 @@ from safetensors.numpy import load_file, save_file
 
 from wfvae_jax.metrics._common import (
     check_tree_shapes,
-    check_video_pair,
+    check_video_shapes,
     flatten_tree,
+    map_frame_chunks,
     unflatten_tree,
 )
 
@@ -209,13 +210,17 @@ class LPIPS(nn.Module):
         return total
 
 
-def lpips_video(module: LPIPS, params: Mapping[str, Any], x: Any, y: Any) -> jax.Array:
+def lpips_video(
+    module: LPIPS, params: Mapping[str, Any], x: Any, y: Any, *, frame_chunk: int | None = None
+) -> jax.Array:
     """LPIPS per frame of two video batches, as the reference eval (cal_lpips.py) uses it.
 
     Args:
       module, params: from :func:`load_lpips`.
       x, y: videos, (B, T, H, W, 3), float, nominally in [-1, 1]; clamped to [-1, 1] first,
         like the frames the reference eval reads from disk.
+      frame_chunk: frames per device call (``None``: as many as fit in
+        ``metrics._common.PIXELS_PER_CALL`` pixels); the values do not depend on it.
 
     Returns:
       (B, T) float32 distances.
@@ -228,8 +233,8 @@ def lpips_video(module: LPIPS, params: Mapping[str, Any], x: Any, y: Any) -> jax
     differently from the plain spatial mean of ``spatial=False`` used here (the package's
     default and its published numbers).
     """
-    x, y = check_video_pair(x, y, "lpips")
-    return _lpips_video(module, params, x, y)
+    check_video_shapes(x, y, "lpips")
+    return map_frame_chunks(lambda a, b: _lpips_video(module, params, a, b), x, y, frame_chunk)
 
 
 @functools.partial(jax.jit, static_argnums=0)

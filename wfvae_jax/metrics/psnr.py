@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from wfvae_jax.metrics._common import check_video_pair, to_unit_range
+from wfvae_jax.metrics._common import check_video_shapes, map_frame_chunks, to_unit_range
 
 
 @jax.jit
@@ -21,7 +21,7 @@ def _psnr_frames(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     return -10.0 * jnp.log10(mse)
 
 
-def psnr(x: Any, y: Any) -> jax.Array:
+def psnr(x: Any, y: Any, *, frame_chunk: int | None = None) -> jax.Array:
     """PSNR in dB of every frame of ``y`` against ``x``.
 
     Each frame is clamped to [-1, 1] and mapped to [0, 1]; the mean squared error is taken
@@ -31,6 +31,9 @@ def psnr(x: Any, y: Any) -> jax.Array:
     Args:
       x: reference videos, (B, T, H, W, C), float, nominally in [-1, 1].
       y: distorted or reconstructed videos, same shape and range.
+      frame_chunk: frames per device call (``None``: as many as fit in
+        ``metrics._common.PIXELS_PER_CALL`` pixels). Memory is bounded by the chunk; the values
+        do not depend on it.
 
     Returns:
       float32 array (B, T) of PSNR in dB; +inf for a frame with MSE 0.
@@ -46,5 +49,5 @@ def psnr(x: Any, y: Any) -> jax.Array:
         mean is infinite; here the per-frame values are returned and aggregation (mean over
         frames and videos, with whatever cap for identical frames) is left to the caller.
     """
-    x, y = check_video_pair(x, y, "psnr")
-    return _psnr_frames(x, y)
+    check_video_shapes(x, y, "psnr")
+    return map_frame_chunks(_psnr_frames, x, y, frame_chunk)

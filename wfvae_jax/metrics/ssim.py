@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wfvae_jax.metrics._common import check_video_pair, to_unit_range
+from wfvae_jax.metrics._common import check_video_shapes, map_frame_chunks, to_unit_range
 
 WINDOW_SIZE = 11
 SIGMA = 1.5
@@ -71,7 +71,7 @@ def _ssim_frames(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(per_channel, axis=-1)
 
 
-def ssim(x: Any, y: Any) -> jax.Array:
+def ssim(x: Any, y: Any, *, frame_chunk: int | None = None) -> jax.Array:
     """SSIM of every frame of ``y`` against ``x``.
 
     Frames are clamped to [-1, 1] and mapped to [0, 1] (data range 1). For every frame and
@@ -85,6 +85,9 @@ def ssim(x: Any, y: Any) -> jax.Array:
     Args:
       x: reference videos, (B, T, H, W, C), float, nominally in [-1, 1]; H, W >= 11.
       y: distorted or reconstructed videos, same shape and range.
+      frame_chunk: frames per device call (``None``: as many as fit in
+        ``metrics._common.PIXELS_PER_CALL`` pixels). Memory is bounded by the chunk; the values
+        do not depend on it.
 
     Returns:
       float32 array (B, T); 1 for identical frames.
@@ -96,7 +99,7 @@ def ssim(x: Any, y: Any) -> jax.Array:
     than in float64 on frames written to mp4 and read back (see ``psnr``); the reference
     reports the mean over videos per frame index, which the caller gets from ``.mean(0)``.
     """
-    x, y = check_video_pair(x, y, "ssim")
-    if min(x.shape[2], x.shape[3]) < WINDOW_SIZE:
-        raise ValueError(f"ssim: frames must be at least 11x11, got {x.shape[2:4]}")
-    return _ssim_frames(x, y)
+    check_video_shapes(x, y, "ssim")
+    if min(np.shape(x)[2], np.shape(x)[3]) < WINDOW_SIZE:
+        raise ValueError(f"ssim: frames must be at least 11x11, got {np.shape(x)[2:4]}")
+    return map_frame_chunks(_ssim_frames, x, y, frame_chunk)

@@ -34,6 +34,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from wfvae_jax.api import DTYPES, parse_dtype
+from wfvae_jax.api import reconstruct as api_reconstruct
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.lc import LCVAE, LCSettings
 from wfvae_jax.losses import (
@@ -53,7 +55,7 @@ from wfvae_jax.train.state import (
 )
 
 Metrics = dict[str, jax.Array]
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = tuple(DTYPES)  # the names wfvae_jax.api.parse_dtype reads
 PARALLELISMS = ("gspmd", "shard_map")
 
 
@@ -95,7 +97,7 @@ class StepConfig:
 
     @property
     def dtype(self) -> Any:
-        return COMPUTE_DTYPES[self.compute_dtype]
+        return parse_dtype(self.compute_dtype)
 
     def build_model(self, dtype: Any = None) -> WFVAE:
         """The generator module: WF-VAE, or LC-VAE when ``lc`` is set (same parameters)."""
@@ -321,11 +323,8 @@ def build_train_steps(cfg: StepConfig, mesh: Mesh, parallelism: str = "gspmd") -
     def init(rng):
         return create_train_state(cfg.model, cfg.loss, cfg.optim, disc_ndf=cfg.disc_ndf, rng=rng)
 
-    model = cfg.build_model(jnp.float32)
-
-    def reconstruct(params, video):
-        out = model.apply({"params": params}, video, sample_posterior=False)
-        return out.sample.astype(jnp.float32)
+    def reconstruct(params, video):  # the one reconstruction of every tool (float32)
+        return api_reconstruct(params, video, cfg.model, lc=cfg.lc)
 
     return TrainSteps(
         init=jax.jit(init, out_shardings=state_sh),
