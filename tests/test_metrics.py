@@ -167,6 +167,50 @@ def test_lpips_video_identical_is_zero_and_shape():
         module.apply({"params": params}, x[0, :, :30], x[0, :, :30])
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 4])
+def test_metrics_in_frame_chunks_equal_the_whole_clip(chunk, monkeypatch):
+    """Per-frame metrics over chunks of frames equal one call on the whole clip (PSNR bit for
+    bit; SSIM's per-plane means may round differently with the batch size, so to 1e-6), and no
+    call sees more than the chunk."""
+    import importlib
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (2, 10, 24, 32, 3)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.2, x.shape), -1, 1).astype(np.float32)
+    for name, tol in (("psnr", 0.0), ("ssim", 1e-6)):
+        module = importlib.import_module(f"wfvae_jax.metrics.{name}")
+        frames_fn = getattr(module, f"_{name}_frames")
+        whole = np.asarray(frames_fn(x, y))  # one call on all 10 frames
+        seen: list[tuple[int, ...]] = []
+
+        def spy(a, b, f=frames_fn, seen=seen):
+            seen.append(a.shape)
+            return f(a, b)
+
+        monkeypatch.setattr(module, f"_{name}_frames", spy)
+        got = np.asarray(getattr(module, name)(x, y, frame_chunk=chunk))
+        np.testing.assert_allclose(got, whole, rtol=0, atol=tol)
+        assert max(t for _, t, *_ in seen) == chunk and sum(t for _, t, *_ in seen) == 10
+    common = importlib.import_module("wfvae_jax.metrics._common")
+    monkeypatch.setattr(common, "PIXELS_PER_CALL", 2 * 3 * 24 * 32)  # auto: 3 frames per call
+    assert common.frames_per_call(x.shape, None) == 3
+    with pytest.raises(ValueError, match="frame_chunk"):
+        psnr(x, y, frame_chunk=0)
+
+
+def test_lpips_video_in_frame_chunks_equals_whole():
+    params = lpips.lpips_params(
+        "alex", lpips.backbone_from_torchvision("alex", _random_torchvision_state("alex"))
+    )
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (1, 5, 32, 32, 3)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.3, x.shape), -1, 1).astype(np.float32)
+    module = lpips.LPIPS(net="alex")
+    whole = np.asarray(lpips.lpips_video(module, params, x, y, frame_chunk=5))
+    chunked = np.asarray(lpips.lpips_video(module, params, x, y, frame_chunk=2))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-7)
+
+
 def test_lpips_missing_weights_error():
     with pytest.raises(lpips.LPIPSWeightsMissing) as info:
         lpips.load_lpips("vgg", None)
