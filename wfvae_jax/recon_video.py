@@ -95,7 +95,7 @@ def reconstruct_file(
     log(f"input {input_path}: {geometry.describe()}, {fps:g} fps after stride")
     if lc is not None:
         log(f"LC-VAE checkpoint: compressing latents ({lc.mask}, keep {lc.keep_ratio:g})")
-    video = spec.read(input_path)  # (T, H, W, 3) float32 in [-1, 1]
+    video = spec.read(input_path, config=config)  # (T, H, W, 3) float32 in [-1, 1]
     x = video[None]
 
     def rec(v):

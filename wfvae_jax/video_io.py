@@ -399,11 +399,30 @@ def read_video(
                 break
     if not frames or (num_frames is not None and len(frames) < num_frames):
         need = start + (1 if num_frames is None else (num_frames - 1) * frame_stride + 1)
-        raise ValueError(
+        raise ClipTooShortError(
             f"{path}: only {decoded} decodable frames, but start={start}, "
-            f"num_frames={num_frames}, frame_stride={frame_stride} need {need}"
+            f"num_frames={num_frames}, frame_stride={frame_stride} need {need}",
+            available=len(frames),
         )
     return _scale_255(np.stack(frames))
+
+
+class ClipTooShortError(ValueError):
+    """A video has fewer frames than a clip asks for; ``available`` frames fit (at its stride
+    and start). A ValueError, so callers that skip bad clips need not know it."""
+
+    def __init__(self, message: str, available: int):
+        super().__init__(message)
+        self.available = available
+
+    def hint(self, config: Any, flag: str = "--num_frames") -> str:
+        """The largest frame count the model accepts that fits, e.g. ``pass --num_frames 17``."""
+        n = self.available
+        while n > 0 and not config.is_valid_num_frames(n):
+            n -= 1
+        if n < 1:
+            return "use a smaller --start or --frame_stride, or a longer video"
+        return f"pass {flag} {n} (or fewer), or a smaller --frame_stride"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,8 +575,22 @@ class ClipSpec:
             hint = f"pass {flag} {config.nearest_num_frames(self.num_frames)}"
             raise UserError(str(e), hint=hint) from e
 
-    def read(self, path: str | os.PathLike, rng: np.random.Generator | None = None) -> np.ndarray:
-        """The clip of ``path``: float32 ``(T, H, W, 3)`` in [-1, 1] (:func:`read_video`)."""
+    def read(
+        self, path: str | os.PathLike, rng: np.random.Generator | None = None, config: Any = None
+    ) -> np.ndarray:
+        """The clip of ``path``: float32 ``(T, H, W, 3)`` in [-1, 1] (:func:`read_video`).
+
+        With the model's ``config``, a video too short for the clip raises
+        ``cli_errors.UserError`` whose hint names the largest ``--num_frames`` that fits;
+        otherwise :class:`ClipTooShortError` (a ValueError).
+        """
+        if config is not None:
+            try:
+                return self.read(path, rng)
+            except ClipTooShortError as e:
+                from wfvae_jax.cli_errors import UserError
+
+                raise UserError(str(e), hint=e.hint(config)) from e
         return read_video(
             path,
             self.num_frames,

@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     per_level: dict[int, list[FrequencyStats]] = {lv: [] for lv in args.levels}
     latent_shape = None
     for i, path in enumerate(videos):
-        x = spec.read(path)
+        x = spec.read(path, config=cfg)
         post = wfvae_jax.encode(params, x[None], cfg, dtype=args.dtype, t_chunk=args.t_chunk)
         z = np.asarray(post.mean, np.float32)
         latent_shape = list(z.shape)

@@ -1,0 +1,161 @@
+"""The ``wfvae`` command: each user mistake is one ``error:`` line (+ hint), exit 2, no traceback.
+
+Commands run in-process through the dispatcher (``wfvae_jax.cli.main``, which wraps them in
+``cli_errors.run``), one through a real subprocess. Ctrl-C exits 130 (the shell's SIGINT status)
+with one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import wfvae_jax
+from wfvae_jax import cli
+from wfvae_jax.cli_errors import run
+
+from .conftest import DATA, TINY
+
+VIDEOS = DATA / "videos"
+SHORT = VIDEOS / "bikes_0000.mp4"  # 20 frames, 160x68
+ROOT = DATA.parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from wfvae_jax.convert import load_reference
+
+    params, config = load_reference(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    wfvae_jax.save_pretrained(path, params, config)
+    return path
+
+
+@pytest.fixture()
+def not_a_video(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_bytes(b"this is not a video\n" * 10)
+    return path
+
+
+def wfvae(capsys, *argv, code=2):
+    """Runs ``wfvae ARGV``; checks the exit code, one ``error:`` line, no traceback; returns
+    stderr."""
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == code, err
+    assert "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    return err
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_reconstruct_user_errors(ckpt, tmp_path, not_a_video, capsys, monkeypatch):
+    out = tmp_path / "o.mp4"
+    base = ["reconstruct", "--checkpoint", ckpt, "--output", out]
+    err = wfvae(capsys, *base, "--input", tmp_path / "missing.mp4")
+    assert "video file not found" in err
+    assert "cannot open video" in wfvae(capsys, *base, "--input", not_a_video)
+    err = wfvae(capsys, *base, "--input", SHORT, "--num_frames", 33, "--resolution", 32)
+    assert "only 20 decodable frames" in err and "hint: pass --num_frames 17 (or fewer)" in err
+    err = wfvae(capsys, *base, "--input", SHORT, "--resolution", 100)
+    assert "--resolution 100" in err and "hint: pass --resolution 96" in err
+    err = wfvae(capsys, *base, "--input", SHORT, "--num_frames", 32, "--resolution", 32)
+    assert "nearest valid T is 33" in err and "hint: pass --num_frames 33" in err
+    err = wfvae(capsys, *base, "--input", SHORT, "--num_frames", 9, "--t_chunk", 6)
+    assert "hint: pass --t_chunk 8" in err
+    err = wfvae(capsys, "reconstruct", "--checkpoint", tmp_path, "--input", SHORT, "--output", out)
+    assert "not a wfvae_jax checkpoint" in err
+    monkeypatch.setattr(wfvae_jax, "load_pretrained", _interrupt)
+    err = wfvae(capsys, *base, "--input", SHORT, code=130)
+    assert "error: interrupted (Ctrl-C)" in err
+
+
+def test_eval_user_errors(ckpt, tmp_path, capsys, monkeypatch):
+    base = ["eval", "--checkpoint", ckpt, "--out", tmp_path, "--no_progress", "--no_fvd"]
+    assert "is not a directory" in wfvae(capsys, *base, "--videos", tmp_path / "none")
+    err = wfvae(capsys, *base, "--videos", VIDEOS, "--resolution", 100)
+    assert "hint: pass --resolution 96" in err
+    err = wfvae(capsys, *base, "--videos", VIDEOS, "--num_frames", 32, "--resolution", 32)
+    assert "hint: pass --num_frames 33" in err
+    err = wfvae(capsys, "eval", "--checkpoint", tmp_path, "--videos", VIDEOS)
+    assert "not a wfvae_jax checkpoint" in err
+    # Every clip too short: one error naming the skipped files.
+    err = wfvae(capsys, *base, "--videos", VIDEOS, "--num_frames", 129, "--resolution", 32)
+    assert "no usable clip" in err
+    monkeypatch.setattr("wfvae_jax.checkpoint.load_pretrained", _interrupt)
+    wfvae(capsys, *base, "--videos", VIDEOS, code=130)
+
+
+def test_latent_stats_user_errors(ckpt, tmp_path, capsys, monkeypatch):
+    base = ["latent-stats", "--checkpoint", ckpt, "--out", tmp_path / "s.json", "--no_progress"]
+    err = wfvae(capsys, *base, "--videos", VIDEOS, "--resolution", 100)
+    assert "hint: pass --resolution 96" in err
+    err = wfvae(capsys, *base, "--videos", VIDEOS, "--num_frames", 32, "--resolution", 32)
+    assert "hint: pass --num_frames 33" in err
+    err = wfvae(capsys, "latent-stats", "--workdir", tmp_path, "--videos", VIDEOS, "--write_config")
+    assert "--write_config needs --checkpoint" in err and "hint:" in err
+    monkeypatch.setattr("wfvae_jax.checkpoint.load_pretrained", _interrupt)
+    wfvae(capsys, *base, "--videos", VIDEOS, code=130)
+
+
+def test_analyze_user_errors(ckpt, tmp_path, capsys, monkeypatch):
+    base = ["analyze", "--checkpoint", ckpt, "--out", tmp_path]
+    assert "is not a directory" in wfvae(capsys, *base, "--videos", tmp_path / "none")
+    err = wfvae(capsys, *base, "--videos", VIDEOS, "--resolution", 40)  # needs multiples of 16
+    assert "multiples of 16" in err and "hint: pass --resolution 32" in err
+    err = wfvae(capsys, *base, "--videos", VIDEOS, "--num-frames", 32, "--resolution", 32)
+    assert "warning: --num-frames is deprecated" in err and "pass --num_frames 33" in err
+    monkeypatch.setattr(wfvae_jax, "load_pretrained", _interrupt)
+    wfvae(capsys, *base, "--videos", VIDEOS, code=130)
+
+
+def test_dispatcher_and_bench_errors(capsys, monkeypatch):
+    assert "did you mean reconstruct?" in wfvae(capsys, "recon")
+    assert "hint: one of: " in wfvae(capsys, "bench", "no_such_benchmark")
+    monkeypatch.setitem(cli.COMMANDS, "future", ("wfvae_jax._no_such_module", "main", "", None))
+    assert "not available in this version" in wfvae(capsys, "future")
+    # A missing optional dependency names the extra to install (grain: training only).
+    monkeypatch.setitem(sys.modules, "grain", None)
+    monkeypatch.delitem(sys.modules, "wfvae_jax.data.pipeline", raising=False)
+    entry = ("wfvae_jax.data.pipeline", "make_video_dataset", "", "train")
+    monkeypatch.setitem(cli.COMMANDS, "needs-grain", entry)
+    err = wfvae(capsys, "needs-grain")
+    assert "needs the Python package 'grain'" in err and "pip install 'wfvae_jax[train]'" in err
+    with pytest.raises(SystemExit) as e:
+        cli.main([])
+    assert e.value.code == 2 and "usage: wfvae COMMAND" in capsys.readouterr().out
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        cli.main(["reconstruct", "--checkpoint", str(tmp_path), "--input", "missing.mp4",
+                  "--output", str(tmp_path / "o.mp4"), "--debug"])  # fmt: skip
+    # A nested run inherits --debug (the dispatcher wraps commands that wrap themselves).
+    with pytest.raises(ValueError, match="inner"):
+        run(lambda argv: run(lambda a: (_ for _ in ()).throw(ValueError("inner")), []), ["--debug"])
+
+
+def test_results_dict_exits_zero():
+    with pytest.raises(SystemExit) as e:
+        run(lambda argv: {"psnr": 1.0}, [])
+    assert e.value.code == 0
+
+
+def test_console_entry_point_subprocess(tmp_path):
+    """``python -m wfvae_jax reconstruct`` with a missing file: exit 2, one line, no traceback."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    argv = [sys.executable, "-m", "wfvae_jax", "reconstruct", "--checkpoint", str(tmp_path)]
+    argv += ["--input", str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "o.mp4")]
+    p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error:" in line]
+    assert errors == [f"error: video file not found: {tmp_path / 'missing.mp4'}"], p.stderr
+    assert "Traceback" not in p.stderr
