@@ -412,17 +412,6 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- the measurement
 
 
-def _jitted(op: str, chunked: bool) -> Any:
-    """The jitted function behind ``wfvae_jax.encode``/``decode`` for AOT compilation."""
-    if chunked:
-        from wfvae_jax import causal_cache
-
-        return causal_cache._encode_chunked if op == "encode" else causal_cache._decode_chunked
-    from wfvae_jax import api
-
-    return api._encode if op == "encode" else api._decode
-
-
 def _xla_memory(compiled: Any) -> dict[str, float]:
     """XLA's own buffer accounting of an executable (temp = live intermediates), in MiB."""
     try:
@@ -445,7 +434,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     ``warm_budget_s``, ``cache_dir``, ``seed``. Encode gets a uniform [-1, 1] video, decode a
     standard-normal latent of the matching shape; weights are :func:`random_params`.
     """
-    import jax.numpy as jnp
     import numpy as np
 
     import wfvae_jax
@@ -453,7 +441,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     enable_compilation_cache(spec["cache_dir"])
     hits = CacheHitCounter()
     cfg = wfvae_jax.get_config(spec["model"])
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
+    dtype = wfvae_jax.parse_dtype(spec["dtype"])
     op, tc = spec["op"], spec["t_chunk"]
     b, t, s = spec.get("batch", 1), spec["frames"], spec["size"]
     rng = np.random.default_rng(spec.get("seed", 0))
@@ -461,7 +449,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if op == "encode":
         x = random_video((b, t, s, s, 3), spec.get("seed", 0))
     else:
-        z = aligned_empty((b, 1 + (t - 1) // 4, s // 8, s // 8, cfg.latent_dim))
+        z = aligned_empty((b, cfg.latent_frames(t), s // 8, s // 8, cfg.latent_dim))
         z[...] = rng.standard_normal(z.shape)
         x = to_device(z)
     x = block(x)
@@ -471,10 +459,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     out["wfvae_jax_file"] = wfvae_jax.__file__
 
     if spec["phase"] == "compile":
-        fn = _jitted(op, tc is not None)
-        static = (cfg, tc, dtype) if tc is not None else (cfg, dtype)
+        # The public AOT entry points lower exactly what encode/decode run.
+        lower = wfvae_jax.api.lower_encode if op == "encode" else wfvae_jax.api.lower_decode
         t0 = time.perf_counter()
-        lowered = fn.lower(params, x, *static)
+        lowered = lower(params, x, cfg, dtype=dtype, t_chunk=tc)
         t1, c1 = time.perf_counter(), process_cpu_s()
         compiled = lowered.compile()
         t2, c2 = time.perf_counter(), process_cpu_s()
