@@ -375,7 +375,8 @@ def read_video(
         _target_hw(resolution)
 
     frames: list[np.ndarray] = []
-    decoded = 0
+    out = None  # with a known num_frames, frames go straight into one preallocated array
+    count = decoded = 0
     geometry = None
     with _open_input(path) as container:
         for index, frame in enumerate(_iter_decoded(container, path)):
@@ -389,22 +390,28 @@ def read_video(
                 geometry = clip_geometry(
                     rgb.shape[0], rgb.shape[1], resolution, crop, rng, multiple
                 )
+                if num_frames is not None:
+                    out = np.empty((num_frames, *geometry.output, 3), np.float32)
             if geometry.output == geometry.source:
                 rgb = rgb.astype(np.float32)
             else:
                 (y, x), (th, tw) = geometry.offset, geometry.output
                 rgb = _resize_frame(rgb, geometry.resized, resample)[y : y + th, x : x + tw]
-            frames.append(rgb)
-            if num_frames is not None and len(frames) == num_frames:
+            if out is not None:
+                out[count] = rgb
+            else:
+                frames.append(rgb)
+            count += 1
+            if num_frames is not None and count == num_frames:
                 break
-    if not frames or (num_frames is not None and len(frames) < num_frames):
+    if not count or (num_frames is not None and count < num_frames):
         need = start + (1 if num_frames is None else (num_frames - 1) * frame_stride + 1)
         raise ClipTooShortError(
             f"{path}: only {decoded} decodable frames, but start={start}, "
             f"num_frames={num_frames}, frame_stride={frame_stride} need {need}",
-            available=len(frames),
+            available=count,
         )
-    return _scale_255(np.stack(frames))
+    return _scale_255(out if out is not None else np.stack(frames))
 
 
 class ClipTooShortError(ValueError):

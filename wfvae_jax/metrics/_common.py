@@ -27,10 +27,11 @@ def check_video_pair(x: Any, y: Any, name: str) -> tuple[jnp.ndarray, jnp.ndarra
     return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
 
 
-# Pixels (B x frames x H x W) one metric call sees when the caller gives no frame_chunk: 16
-# frames at 256x256, 1 at 1080p. SSIM holds ~15 float32 planes per RGB pixel, so this bounds a
-# call to ~200 MB whatever the clip length; per-frame metrics do not depend on the chunking.
-PIXELS_PER_CALL = 2**20
+# Pixels (B x frames x H x W) one metric call sees when the caller gives no frame_chunk: 4
+# frames at 256x256, 1 at 512x512 and above. SSIM's XLA program holds ~40 float32 values per
+# RGB pixel (measured: ~170 MB for 16 frames at 256x256), so this bounds a call to ~45 MB at
+# 256x256 whatever the clip length; per-frame metrics do not depend on the chunking.
+PIXELS_PER_CALL = 2**18
 
 
 def frames_per_call(shape: tuple[int, ...], frame_chunk: int | None) -> int:
