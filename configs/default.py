@@ -48,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.exclude = []  # file names never trained on (besides eval.files, always excluded)
     c.data.num_frames = 25
     c.data.resolution = 256
-    c.data.sample_rate = 1  # train_ddp.sh --sample_rate 1
+    c.data.frame_stride = 1  # train_ddp.sh --sample_rate 1
     c.data.batch_size = 8  # global, over all devices and hosts
     c.data.crop = "random"
     c.data.worker_count = 0  # grain worker processes per host
@@ -58,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.files = []  # held-out videos (never trained on)
     c.eval.num_frames = 25
     c.eval.resolution = 256
-    c.eval.sample_rate = 1
+    c.eval.frame_stride = 1
     c.eval.clips_per_video = 2
     c.eval.batch_size = 1
     c.eval.every_steps = 1_000  # train_ddp.sh --eval_steps; 0 disables evaluation

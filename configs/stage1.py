@@ -12,7 +12,7 @@ WF-VAE-L reaches the Table 1/3 range (~35 dB PSNR on WebVid/Panda at 256x256, 33
 after all three stages. We have not run this config at scale.
 
 Values and sources: every default of configs/default.py (Table 7: lr 1e-5, batch 8, lambda_lpips
-1.0, lambda_WL 0.1, lambda_KL 1e-6, 256x256, 25 frames, EMA 0.999, 800k steps; sample_rate 1 and
+1.0, lambda_WL 0.1, lambda_KL 1e-6, 256x256, 25 frames, EMA 0.999, 800k steps; frame_stride 1 and
 GAN from step 0 from examples/train_ddp.sh). Model: WF-VAE-L-16Chn (train_ddp.sh); use
 ``--config.model.name=WF-VAE-S`` etc. for the paper's other sizes, and ``--config.mesh.fsdp=N``
 to shard WF-VAE-L's state over N devices.

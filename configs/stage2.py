@@ -12,17 +12,17 @@ and improves on stage I, with steadier motion on long clips. Not run at scale he
 
 Values and sources: Table 7 stage II (200k steps, 49 frames, otherwise stage I's values);
 Sec. 4.1 "refresh the discriminator, increase the number of frames to 49, and reduce the FPS by
-half" -> data.sample_rate 2 (the reference's ``--sample_rate``: every 2nd decoded frame).
+half" -> data.frame_stride 2 (the reference's ``--sample_rate``: every 2nd decoded frame).
 """
 
 from configs import stage1
 
 
 def get_config():
-    """Stage I with 49 frames at sample_rate 2, 200k steps, initialised from stage I."""
+    """Stage I with 49 frames at frame_stride 2, 200k steps, initialised from stage I."""
     config = stage1.get_config()
     config.num_steps = 200_000
     config.data.num_frames = 49
-    config.data.sample_rate = 2
+    config.data.frame_stride = 2
     config.init_from = ""  # set to stage I's workdir
     return config

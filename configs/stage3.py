@@ -13,7 +13,7 @@ PSNR rises a little further and flicker drops. The exported EMA weights (WORKDIR
 final model. Not run at scale here.
 
 Values and sources: Table 7 stage III (200k steps, LPIPS weight 0.1, the rest as stage II:
-49 frames, sample_rate 2); Sec. 4.1 "refresh the discriminator once more and set lambda_lpips to
+49 frames, frame_stride 2); Sec. 4.1 "refresh the discriminator once more and set lambda_lpips to
 0.1".
 """
 

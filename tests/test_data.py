@@ -30,8 +30,8 @@ GOOD = {  # relative path -> decodable frames (see tests/data/videos/README.md)
     "sub/carphone_0000.mkv": 17,
     "tree_excerpt.avi": 10,
 }
-NUM_FRAMES, SAMPLE_RATE = 5, 2  # window span 9: every GOOD clip fits, "short.mp4" does not
-SPAN = window_span(NUM_FRAMES, SAMPLE_RATE)
+NUM_FRAMES, FRAME_STRIDE = 5, 2  # window span 9: every GOOD clip fits, "short.mp4" does not
+SPAN = window_span(NUM_FRAMES, FRAME_STRIDE)
 quiet = pytest.mark.filterwarnings("ignore:VideoFolderSource")
 
 
@@ -138,13 +138,13 @@ def test_no_usable_video_raises(tmp_path):
 def test_sample_clip_draw_order(folder_source):
     """Window start first, then the crop, both from the record's rng."""
     rec = folder_source[1]
-    clip = SampleClip(NUM_FRAMES, SAMPLE_RATE, 32, crop="random").random_map(
+    clip = SampleClip(NUM_FRAMES, FRAME_STRIDE, 32, crop="random").random_map(
         rec, np.random.default_rng(7)
     )
     rng = np.random.default_rng(7)
     start = int(rng.integers(0, rec["frames"] - SPAN + 1))
     want = read_video(
-        rec["path"], NUM_FRAMES, SAMPLE_RATE, start, resolution=32, crop="random", rng=rng
+        rec["path"], NUM_FRAMES, FRAME_STRIDE, start, resolution=32, crop="random", rng=rng
     )
     assert clip["key"] == 1 and clip["video"].shape == (NUM_FRAMES, 32, 32, 3)
     np.testing.assert_array_equal(clip["video"], want)
@@ -157,7 +157,7 @@ def take(it, n):
 def make(source, **kwargs):
     args = dict(
         num_frames=NUM_FRAMES,
-        sample_rate=SAMPLE_RATE,
+        frame_stride=FRAME_STRIDE,
         resolution=24,
         batch_size=2,
         seed=0,
@@ -315,7 +315,7 @@ def test_tfds_source_windows(tfds_dir):
         clip = b["video"][0]
         # No resize at the stored size: the clip is one strided window of the record.
         windows = [
-            to_float(video[s : s + SPAN : SAMPLE_RATE]) for s in range(video.shape[0] - SPAN + 1)
+            to_float(video[s : s + SPAN : FRAME_STRIDE]) for s in range(video.shape[0] - SPAN + 1)
         ]
         assert any(np.array_equal(clip, w) for w in windows)
 

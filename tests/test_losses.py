@@ -276,7 +276,7 @@ def test_generator_grads_match_direct_jax_grad(step):
     terms = {
         "nll_loss": float(nll_of(params)),
         "kl_loss": float(kl_loss(out.mean, out.logvar)),
-        "wl_loss": float(wavelet_loss(*out.wavelet_taps)),
+        "wl_loss": float(wavelet_loss(*out.taps)),
         "g_loss": float(g_of(params)) if step >= 5 else 0.0,
         "disc_factor": 1.0 if step >= 5 else 0.0,
     }
@@ -303,7 +303,7 @@ def test_generator_before_start_ignores_discriminator():
         return (
             reconstruction_loss(x, out.reconstruction, lpips_fn=_toy_lpips)
             + 1e-6 * kl_loss(out.mean, out.logvar)
-            + 0.1 * wavelet_loss(*out.wavelet_taps)
+            + 0.1 * wavelet_loss(*out.taps)
         )
 
     want = jax.grad(no_adv)(params)

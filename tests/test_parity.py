@@ -54,7 +54,7 @@ def test_forward_pass_matches_encode_then_decode(tiny_any):
     x = cl(vec["short/x"])
     out = WFVAE(config).apply({"params": params}, x, sample_posterior=False)
     np.testing.assert_allclose(out.sample, cl(vec["short/y"]), atol=TOL)
-    np.testing.assert_allclose(out.dec_l2, cl(vec["short/dec_l2"]), atol=TOL)
+    np.testing.assert_allclose(out.dec_w3, cl(vec["short/dec_l2"]), atol=TOL)
     sampled = WFVAE(config).apply(
         {"params": params}, x, sample_posterior=True, rngs={"sample": jax.random.key(1)}
     )

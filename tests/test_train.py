@@ -284,9 +284,9 @@ def test_stage_configs_follow_table7():
         assert (c.data.resolution, c.data.batch_size, cfg.optim.learning_rate) == (256, 8, 1e-5)
         assert (cfg.loss.wavelet_weight, cfg.loss.kl_weight, cfg.ema_decay) == (0.1, 1e-6, 0.999)
         assert cfg.loss.loss_type == "l1" and cfg.loss.disc_start == 0
-    assert (s1.num_steps, s1.data.num_frames, s1.data.sample_rate) == (800_000, 25, 1)
-    assert (s2.num_steps, s2.data.num_frames, s2.data.sample_rate) == (200_000, 49, 2)
-    assert (s3.num_steps, s3.data.num_frames, s3.data.sample_rate) == (200_000, 49, 2)
+    assert (s1.num_steps, s1.data.num_frames, s1.data.frame_stride) == (800_000, 25, 1)
+    assert (s2.num_steps, s2.data.num_frames, s2.data.frame_stride) == (200_000, 49, 2)
+    assert (s3.num_steps, s3.data.num_frames, s3.data.frame_stride) == (200_000, 49, 2)
     assert [c.loss.perceptual_weight for c in (s1, s2, s3)] == [1.0, 1.0, 0.1]
     small = cpu_small.get_config()
     assert small.loss.perceptual_weight == 0.0 and small.model.name == "tiny"

@@ -237,14 +237,16 @@ class Decoder(nn.Module):
 
 @flax.struct.dataclass
 class ForwardOutput:
-    """Autoencoder pass: reconstruction, posterior, and the WL-loss taps (channels-last)."""
+    """Autoencoder pass: reconstruction, posterior, and the WL-loss taps (channels-last): the
+    encoder's ``W2``/``W3`` and the decoder's ``W2^``/``W3^`` (reference: enc_l1/l2, dec_l1/l2).
+    """
 
     sample: jnp.ndarray
     posterior: DiagonalGaussian
-    enc_l1: jnp.ndarray
-    dec_l1: jnp.ndarray
-    enc_l2: jnp.ndarray
-    dec_l2: jnp.ndarray
+    enc_w2: jnp.ndarray
+    dec_w2: jnp.ndarray
+    enc_w3: jnp.ndarray
+    dec_w3: jnp.ndarray
 
 
 class WFVAE(nn.Module):
@@ -280,11 +282,11 @@ class WFVAE(nn.Module):
     def __call__(
         self, x: jnp.ndarray, sample_posterior: bool = True, deterministic: bool = True
     ) -> ForwardOutput:
-        posterior, (enc_l1, enc_l2), _ = self.encode(x, None, deterministic)
+        posterior, (enc_w2, enc_w3), _ = self.encode(x, None, deterministic)
         z = posterior.sample(self.make_rng("sample")) if sample_posterior else posterior.mode()
         z = self.process_latent(z)
-        dec, (dec_l1, dec_l2), _ = self.decode(z, None, 0, deterministic)
-        return ForwardOutput(dec, posterior, enc_l1, dec_l1, enc_l2, dec_l2)
+        dec, (dec_w2, dec_w3), _ = self.decode(z, None, 0, deterministic)
+        return ForwardOutput(dec, posterior, enc_w2, dec_w2, enc_w3, dec_w3)
 
 
 def init_params(config: WFVAEConfig, rng: jax.Array, frames: int = 1, size: int = 8) -> Any:

@@ -33,7 +33,7 @@ def make_video_dataset(
     resolution: int | tuple[int, int],
     batch_size: int,
     seed: int,
-    sample_rate: int = 1,
+    frame_stride: int = 1,
     crop: str = "random",
     shard_index: int = 0,
     shard_count: int = 1,
@@ -48,7 +48,7 @@ def make_video_dataset(
 ) -> grain.DataLoaderIterator:
     """Builds the iterator of training batches ``{"video": (B, T, H, W, 3), "key": (B,)}``.
 
-    ``video`` is float32 in ``[-1, 1]`` with ``T = num_frames`` frames ``sample_rate`` decoded
+    ``video`` is float32 in ``[-1, 1]`` with ``T = num_frames`` frames ``frame_stride`` decoded
     frames apart (a random window of each video), ``H, W = resolution`` (int -> square) after an
     antialiased short-side resize and a ``crop`` (``"random"`` or ``"center"``); ``key`` is the
     int64 record key of each clip in ``source``.
@@ -86,7 +86,7 @@ def make_video_dataset(
       ValueError: bad arguments, fewer records than ``shard_count``, or a ``VideoFolderSource``
         whose ``min_frames`` is below the window span.
     """
-    span = window_span(num_frames, sample_rate)
+    span = window_span(num_frames, frame_stride)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= shard_index < shard_count:
@@ -98,7 +98,7 @@ def make_video_dataset(
     if isinstance(source, VideoFolderSource) and source.min_frames < span:
         raise ValueError(
             f"the source keeps videos with >= {source.min_frames} frames, but a window of "
-            f"{num_frames} frames at sample_rate {sample_rate} spans {span}; rebuild it with "
+            f"{num_frames} frames at frame_stride {frame_stride} spans {span}; rebuild it with "
             f"min_frames={span}"
         )
     if len(source) < shard_count:
@@ -118,7 +118,7 @@ def make_video_dataset(
     if not isinstance(source, VideoFolderSource):
         operations.append(LongEnough(span))
     operations += [
-        SampleClip(num_frames, sample_rate, resolution, crop=crop, resample=resample),
+        SampleClip(num_frames, frame_stride, resolution, crop=crop, resample=resample),
         grain.transforms.Batch(batch_size=batch_size, drop_remainder=True),
     ]
     if worker_count > 0:

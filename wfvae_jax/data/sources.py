@@ -26,13 +26,13 @@ logger = logging.getLogger(__name__)
 _INDEX_VERSION = 1
 
 
-def window_span(num_frames: int, sample_rate: int) -> int:
-    """Decoded frames a window of ``num_frames`` frames ``sample_rate`` apart covers."""
-    if num_frames < 1 or sample_rate < 1:
+def window_span(num_frames: int, frame_stride: int) -> int:
+    """Decoded frames a window of ``num_frames`` frames ``frame_stride`` apart covers."""
+    if num_frames < 1 or frame_stride < 1:
         raise ValueError(
-            f"num_frames and sample_rate must be >= 1, got {num_frames}, {sample_rate}"
+            f"num_frames and frame_stride must be >= 1, got {num_frames}, {frame_stride}"
         )
-    return (num_frames - 1) * sample_rate + 1
+    return (num_frames - 1) * frame_stride + 1
 
 
 def find_videos(root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[str]:
@@ -148,7 +148,7 @@ class VideoFolderSource:
 
     Args:
       root: folder searched recursively for ``extensions`` (mp4, avi, mkv, mov, webm).
-      min_frames: the window span the pipeline will draw, ``window_span(num_frames, sample_rate)``.
+      min_frames: the window span the pipeline will draw, ``window_span(num_frames, frame_stride)``.
       cache_dir: where the JSON index of frame counts is kept (``build_video_index``); ``None``
         re-probes every file on construction.
       num_index_workers: threads for building the index.

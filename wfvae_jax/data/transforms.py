@@ -24,7 +24,7 @@ class SampleClip(grain.transforms.RandomMap):
     """Record -> ``{"video": float32 (num_frames, h, w, 3) in [-1, 1], "key": int64}``.
 
     Draws the window start uniformly in ``[0, frames - span]`` (``span = (num_frames - 1) *
-    sample_rate + 1``), then the crop position (``crop="random"``) from the same ``rng``, in
+    frame_stride + 1``), then the crop position (``crop="random"``) from the same ``rng``, in
     that order; resizes the short side to cover ``resolution`` (antialiased, ``resample``) and
     crops. Accepts ``VideoFolderSource`` records (``path``, ``frames``: decoded here with PyAV)
     and ``TfdsVideoSource`` records (``video``: uint8 frames).
@@ -37,15 +37,15 @@ class SampleClip(grain.transforms.RandomMap):
     def __init__(
         self,
         num_frames: int,
-        sample_rate: int,
+        frame_stride: int,
         resolution: int | tuple[int, int],
         crop: str = "random",
         resample: str = "bilinear",
     ):
-        self.span = window_span(num_frames, sample_rate)
+        self.span = window_span(num_frames, frame_stride)
         if crop not in ("center", "random"):
             raise ValueError(f'crop must be "center" or "random", got {crop!r}')
-        self.num_frames, self.sample_rate = int(num_frames), int(sample_rate)
+        self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
         self.resolution, self.crop, self.resample = resolution, crop, resample
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
@@ -60,13 +60,13 @@ class SampleClip(grain.transforms.RandomMap):
             )
         start = int(rng.integers(0, total - self.span + 1))
         if "video" in element:
-            window = element["video"][start : start + self.span : self.sample_rate]
+            window = element["video"][start : start + self.span : self.frame_stride]
             clip = resize_and_crop(window, self.resolution, self.crop, rng, self.resample)
         else:
             clip = read_video(
                 element["path"],
                 self.num_frames,
-                frame_stride=self.sample_rate,
+                frame_stride=self.frame_stride,
                 start=start,
                 resolution=self.resolution,
                 crop=self.crop,

@@ -62,14 +62,15 @@ class GeneratorOutputs(NamedTuple):
         reconstruction: ``(B, T, H, W, C)`` decoded video.
         mean: posterior mean, ``(B, ...)``.
         logvar: posterior log-variance, same shape as ``mean``.
-        wavelet_taps: ``(enc_l1, dec_l1, enc_l2, dec_l2)`` for the WL loss, or ``None`` to
-            disable it (as the reference does without ``--wavelet_loss``).
+        taps: ``(enc_w2, dec_w2, enc_w3, dec_w3)`` (the encoder's W2/W3 and the decoder's
+            W2^/W3^) for the WL loss, or ``None`` to disable it (as the reference does without
+            ``--wavelet_loss``).
     """
 
     reconstruction: jax.Array
     mean: jax.Array
     logvar: jax.Array
-    wavelet_taps: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None
+    taps: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None
 
 
 def default_last_layer(params: Any) -> jax.Array:
@@ -82,7 +83,7 @@ def _terms(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     nll = _nll(inputs, outputs.reconstruction, config, lpips_fn)
     kl = kl_loss(outputs.mean, outputs.logvar)
-    wl = _wl(outputs.wavelet_taps)
+    wl = _wl(outputs.taps)
     return nll, kl, wl
 
 
@@ -103,7 +104,7 @@ def _wl(taps: tuple[jax.Array, ...] | None) -> jax.Array:
     if taps is None:
         return jnp.zeros((), jnp.float32)
     if len(taps) != 4:
-        raise ValueError(f"wavelet_taps must be (enc_l1, dec_l1, enc_l2, dec_l2), got {len(taps)}")
+        raise ValueError(f"taps must be (enc_w2, dec_w2, enc_w3, dec_w3), got {len(taps)} arrays")
     return wavelet_loss(*taps)
 
 
@@ -220,8 +221,8 @@ def generator_loss_and_grads(
         if not isinstance(out, GeneratorOutputs):
             raise ValueError(f"forward must return GeneratorOutputs, got {type(out).__name__}")
         # A fixed tuple structure keeps the cotangents built below congruent with the outputs.
-        taps = None if out.wavelet_taps is None else tuple(out.wavelet_taps)
-        return out._replace(wavelet_taps=taps), aux
+        taps = None if out.taps is None else tuple(out.taps)
+        return out._replace(taps=taps), aux
 
     outputs, pullback, forward_aux = jax.vjp(normalized_forward, params, has_aux=True)
     y = outputs.reconstruction
@@ -236,10 +237,10 @@ def generator_loss_and_grads(
     kl, (d_mean, d_logvar) = jax.value_and_grad(kl_loss, argnums=(0, 1))(
         outputs.mean, outputs.logvar
     )
-    if outputs.wavelet_taps is None:
+    if outputs.taps is None:
         wl, d_taps = jnp.zeros((), jnp.float32), None
     else:
-        wl, d_taps = jax.value_and_grad(_wl)(tuple(outputs.wavelet_taps))
+        wl, d_taps = jax.value_and_grad(_wl)(tuple(outputs.taps))
 
     zeros = jax.tree.map(jnp.zeros_like, outputs)
 
@@ -265,7 +266,7 @@ def generator_loss_and_grads(
         reconstruction=d_nll + adv_scale * d_g,
         mean=config.kl_weight * d_mean,
         logvar=config.kl_weight * d_logvar,
-        wavelet_taps=None if d_taps is None else tuple(config.wavelet_weight * d for d in d_taps),
+        taps=None if d_taps is None else tuple(config.wavelet_weight * d for d in d_taps),
     )
     grads = pull(cotangent)
     return total, logs, grads, disc_aux, forward_aux

@@ -130,7 +130,7 @@ def kl_loss(mean: jax.Array, logvar: jax.Array) -> jax.Array:
 
 
 def wavelet_loss(
-    enc_l1: jax.Array, dec_l1: jax.Array, enc_l2: jax.Array, dec_l2: jax.Array
+    enc_w2: jax.Array, dec_w2: jax.Array, enc_w3: jax.Array, dec_w3: jax.Array
 ) -> jax.Array:
     """WL loss (paper Eq. 5): L1 between encoder and decoder wavelet taps, summed, over B.
 
@@ -138,14 +138,15 @@ def wavelet_loss(
 
         wl = sum|enc_l1 - dec_l1| / B + sum|enc_l2 - dec_l2| / B
 
-    with ``B = inputs.shape[0]``; the taps arrive as ``(enc_l1, dec_l1, enc_l2, dec_l2)``
-    (modeling_wfvae.py:617-621): ``*_l1`` are the W^(2) coefficient sets, ``*_l2`` the W^(3) ones.
+    with ``B = inputs.shape[0]``; the reference's ``*_l1`` are the W^(2) coefficient sets
+    (here ``*_w2``), its ``*_l2`` the W^(3) ones (``*_w3``), in the order
+    ``(enc_w2, dec_w2, enc_w3, dec_w3)`` (modeling_wfvae.py:617-621).
     Neither side is detached. The norm is an element-wise absolute difference (L1), not a
     Euclidean norm.
 
     Args:
-        enc_l1, dec_l1: same-shape ``(B, ...)`` arrays (the W^(2) level).
-        enc_l2, dec_l2: same-shape ``(B, ...)`` arrays (the W^(3) level).
+        enc_w2, dec_w2: same-shape ``(B, ...)`` arrays (the W^(2) level).
+        enc_w3, dec_w3: same-shape ``(B, ...)`` arrays (the W^(3) level).
 
     Returns:
         Scalar float32, unweighted (multiply by ``wavelet_weight``).
@@ -153,8 +154,8 @@ def wavelet_loss(
     Raises:
         ValueError: if a pair differs in shape or the batch sizes differ.
     """
-    pairs = ((enc_l1, dec_l1), (enc_l2, dec_l2))
-    batch = enc_l1.shape[0] if enc_l1.ndim else None
+    pairs = ((enc_w2, dec_w2), (enc_w3, dec_w3))
+    batch = enc_w2.shape[0] if enc_w2.ndim else None
     total = jnp.zeros((), jnp.float32)
     for enc, dec in pairs:
         if enc.shape != dec.shape:

@@ -56,7 +56,7 @@ def load_eval_clips(
     *,
     num_frames: int,
     resolution: int,
-    sample_rate: int = 1,
+    frame_stride: int = 1,
     clips_per_video: int = 2,
 ) -> np.ndarray:
     """Fixed evaluation windows: ``clips_per_video`` evenly spaced windows of each file.
@@ -69,7 +69,7 @@ def load_eval_clips(
     """
     if not files:
         raise ValueError("eval.files is empty: name at least one held-out video")
-    span = window_span(num_frames, sample_rate)
+    span = window_span(num_frames, frame_stride)
     clips = []
     for path in files:
         total = count_frames(path)
@@ -80,7 +80,7 @@ def load_eval_clips(
                 read_video(
                     path,
                     num_frames,
-                    frame_stride=sample_rate,
+                    frame_stride=frame_stride,
                     start=int(start),
                     resolution=resolution,
                     crop="center",

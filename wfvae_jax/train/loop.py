@@ -89,7 +89,7 @@ def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:
 
 def _train_iterator(config: ml_collections.ConfigDict, local_batch: int, workdir: str):
     d = config.data
-    span = window_span(d.num_frames, d.sample_rate)
+    span = window_span(d.num_frames, d.frame_stride)
     exclude = [*d.exclude, *config.eval.files]
     source = FolderSubset(
         d.train_dir,
@@ -109,7 +109,7 @@ def _train_iterator(config: ml_collections.ConfigDict, local_batch: int, workdir
         resolution=d.resolution,
         batch_size=local_batch,
         seed=config.seed,
-        sample_rate=d.sample_rate,
+        frame_stride=d.frame_stride,
         crop=d.crop,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
@@ -243,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             config.eval.files,
             num_frames=config.eval.num_frames,
             resolution=config.eval.resolution,
-            sample_rate=config.eval.sample_rate,
+            frame_stride=config.eval.frame_stride,
             clips_per_video=config.eval.clips_per_video,
         )
 

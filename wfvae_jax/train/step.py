@@ -155,7 +155,7 @@ def generator_update(
         out = model.apply(
             {"params": params}, video, sample_posterior=True, rngs={"sample": k_sample}
         )
-        taps = (out.enc_l1, out.dec_l1, out.enc_l2, out.dec_l2) if use_wl else None
+        taps = (out.enc_w2, out.dec_w2, out.enc_w3, out.dec_w3) if use_wl else None
         mean = out.posterior.mean
         outputs = GeneratorOutputs(out.sample, mean, out.posterior.logvar, taps)
         return outputs, jnp.std(mean.astype(jnp.float32))
