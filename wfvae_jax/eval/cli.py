@@ -34,8 +34,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", help="converted checkpoint dir (python -m wfvae_jax.convert)")
     src.add_argument("--workdir", help="training workdir (train.py): its latest checkpoint")
     g.add_argument(
-        "--no-ema",
         "--no_ema",
+        "--no-ema",  # the old spelling
         dest="use_ema",
         action="store_false",
         help="with --workdir: evaluate the raw parameters instead of the EMA weights",
