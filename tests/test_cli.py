@@ -159,3 +159,20 @@ def test_console_entry_point_subprocess(tmp_path):
     errors = [line for line in p.stderr.splitlines() if "error:" in line]
     assert errors == [f"error: video file not found: {tmp_path / 'missing.mp4'}"], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_missing_optional_package_is_a_user_error(capsys):
+    def needs_matplotlib(argv):
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    with pytest.raises(SystemExit) as e:
+        run(needs_matplotlib, [])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("error:") == 1
+    assert "'matplotlib'" in err and "pip install 'wfvae_jax[eval]'" in err
+
+    def internal(argv):  # not an optional package: a real bug, so the traceback stays
+        raise ModuleNotFoundError("No module named 'wfvae_jax.nope'", name="wfvae_jax.nope")
+
+    with pytest.raises(ModuleNotFoundError):
+        run(internal, [])

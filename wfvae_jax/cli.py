@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wfvae_jax.cli_errors import DEBUG_ENV, UserError, debug_enabled, run
+from wfvae_jax.cli_errors import DEBUG_ENV, UserError, debug_enabled, missing_package_error, run
 
 # name -> (module, function, one-line description, the pip extra its imports need)
 COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
@@ -76,7 +76,8 @@ def resolve(name: str) -> Callable[[Sequence[str]], Any]:
                 f"`wfvae {name}` is not available in this version ({module_name} is missing)",
                 hint=_FALLBACK.get(name, "install a newer wfvae_jax (pip install -U .)"),
             ) from e
-        hint = f"pip install 'wfvae_jax[{extra}]'" if extra else "pip install wfvae_jax again"
+        user = missing_package_error(e)
+        hint = user.hint if user else f"pip install 'wfvae_jax[{extra or 'dev'}]'"
         raise UserError(f"`wfvae {name}` needs the Python package {e.name!r}", hint=hint) from e
     return getattr(module, attr)
 

