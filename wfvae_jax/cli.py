@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
     "convert": ("wfvae_jax.convert", "main", "convert a PyTorch WF-VAE checkpoint", None),
     "reconstruct": ("wfvae_jax.recon_video", "main", "encode + decode a video, PSNR/SSIM", None),
     "eval": ("wfvae_jax.eval.cli", "main", "PSNR/SSIM/LPIPS/FVD over a video set", "eval"),
-    "train": ("wfvae_jax.train.cli", "main", "train or fine-tune (configs/*.py)", "train"),
+    "train": ("wfvae_jax.cli", "train_main", "train or fine-tune (configs/*.py)", "train"),
     "latent-stats": ("wfvae_jax.latent_stats", "main", "per-channel latent shift/scale", None),
     "analyze": ("wfvae_jax.lc.frequency", "main", "latent frequency analysis (LC-VAE)", "eval"),
     "encode-dataset": ("wfvae_jax.encode_dataset", "main", "encode a video set to latents", None),
@@ -46,6 +46,9 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
 _FALLBACK = {
     "train": "from a source checkout: python train.py --config configs/cpu_small.py --workdir DIR",
 }
+# Where the training command's main will live in the package; until then `wfvae train` runs the
+# checkout's train.py.
+TRAIN_MODULE = "wfvae_jax.train.cli"
 
 
 def _usage() -> str:
@@ -82,11 +85,45 @@ def resolve(name: str) -> Callable[[Sequence[str]], Any]:
     return getattr(module, attr)
 
 
-def _benchmarks_dir() -> str | None:
-    """``benchmarks/`` of the source checkout this package runs from, if any."""
+def _checkout_path(name: str) -> str | None:
+    """``name`` in the source checkout this package runs from (``pip install -e .`` or the
+    repository root on ``sys.path``), if it exists."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(here, "benchmarks")
-    return path if os.path.isdir(path) else None
+    path = os.path.join(here, name)
+    return path if os.path.exists(path) else None
+
+
+def _benchmarks_dir() -> str | None:
+    path = _checkout_path("benchmarks")
+    return path if path and os.path.isdir(path) else None
+
+
+def _run_script(script: str, argv: Sequence[str]) -> int:
+    env = dict(os.environ, **({DEBUG_ENV: "1"} if debug_enabled() else {}))
+    return subprocess.call([sys.executable, script, *argv], env=env)
+
+
+def train_main(argv: Sequence[str]) -> Any:
+    """``wfvae train ARGS``: the package's training command (:data:`TRAIN_MODULE`), or the source
+    checkout's ``train.py ARGS`` (absl flags: ``--config configs/X.py --workdir DIR``).
+
+    Raises:
+      UserError: neither is there (an installed wheel without the training command).
+    """
+    try:
+        module = importlib.import_module(TRAIN_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name is None or not TRAIN_MODULE.startswith(e.name):
+            raise
+        script = _checkout_path("train.py")
+        if script is None:
+            raise UserError(
+                "`wfvae train` is not available in this version (no wfvae_jax.train.cli, and no "
+                "source checkout with train.py)",
+                hint=_FALLBACK["train"],
+            ) from e
+        return _run_script(script, argv)
+    return module.main(argv)
 
 
 def bench_main(argv: Sequence[str]) -> int:
@@ -112,9 +149,7 @@ def bench_main(argv: Sequence[str]) -> int:
     name = argv[0].removesuffix(".py")
     if name not in names:
         raise UserError(f"no benchmark {name!r} in {bench_dir}", hint=f"one of: {', '.join(names)}")
-    script = os.path.join(bench_dir, name + ".py")
-    env = dict(os.environ, **({DEBUG_ENV: "1"} if debug_enabled() else {}))
-    return subprocess.call([sys.executable, script, *argv[1:]], env=env)
+    return _run_script(os.path.join(bench_dir, name + ".py"), argv[1:])
 
 
 def dispatch(argv: Sequence[str]) -> Any:
