@@ -50,7 +50,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -65,38 +64,40 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from wfvae_jax.api import encode
+from wfvae_jax.api import DTYPES, encode, parse_dtype
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.data.sources import find_videos, window_span
 from wfvae_jax.video_io import _iter_decoded, _open_input, resize_and_crop
+from wfvae_jax.video_io import parse_resolution as video_io_parse_resolution
 
 logger = logging.getLogger(__name__)
 
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = tuple(DTYPES)  # the names wfvae_jax.api.parse_dtype reads
 DEFAULT_VIDEOS_PER_SHARD = 128
 DEFAULT_WORKER_COUNT = 4
 
 
 def compute_dtype(name: str) -> Any:
-    """The jnp dtype of a ``--dtype`` name; raises ValueError listing the choices."""
-    if name not in COMPUTE_DTYPES:
-        raise ValueError(f"--dtype must be one of {tuple(COMPUTE_DTYPES)}, got {name!r}")
-    return COMPUTE_DTYPES[name]
+    """The jnp dtype of a ``--dtype`` name (``wfvae_jax.api.parse_dtype``); ValueError otherwise."""
+    try:
+        return parse_dtype(name)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from e
 
 
 def parse_resolution(text: str | int | Sequence[int]) -> tuple[int, int]:
-    """``"256"`` -> ``(256, 256)``; ``"256x320"`` -> ``(256, 320)`` (height x width)."""
-    if isinstance(text, (int, np.integer)):
-        return int(text), int(text)
+    """``"256"`` -> ``(256, 256)``; ``"256x320"`` -> ``(256, 320)`` (height x width); the text
+    forms are ``wfvae_jax.video_io.parse_resolution``'s (``native`` has no fixed size here)."""
     if not isinstance(text, str):
-        h, w = (int(v) for v in text)
-        return h, w
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
-    if not m:
-        raise ValueError(f"--resolution must be R or HxW (e.g. 256 or 256x320), got {text!r}")
-    h = int(m.group(1))
-    return h, int(m.group(2) or h)
+        text = str(int(text)) if isinstance(text, (int, np.integer)) else "x".join(map(str, text))
+    try:
+        r = video_io_parse_resolution(text)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from e
+    if r is None:
+        raise ValueError("--resolution native: a dataset needs one clip size (S or HxW)")
+    return (r, r) if isinstance(r, int) else r
 
 
 # ---------------------------------------------------------------------------------- clips
