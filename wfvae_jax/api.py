@@ -274,7 +274,7 @@ def lower_encode(
         return _encode.lower(params, video, config, dtype)
     from wfvae_jax import causal_cache
 
-    causal_cache._check(config, t_chunk, 4, "encoder")
+    causal_cache._check(config, t_chunk, config.temporal_downsample, "encoder")
     return causal_cache._encode_chunked.lower(params, video, config, t_chunk, dtype)
 
 
