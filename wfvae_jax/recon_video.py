@@ -7,6 +7,7 @@ Usage::
         [--frame_stride 1] [--start 0] [--t_chunk 16] [--dtype float32|bfloat16]
     python -m wfvae_jax reconstruct ...        # the same, without the console script
     python -m wfvae_jax.recon_video ...        # the same (named after the reference's script)
+    python -m wfvae_jax.reconstruct ...        # the earlier spelling, still accepted
 
 Reads ``num_frames`` (``1 + 4k``) frames at ``frame_stride``, resized and cropped as
 ``wfvae_jax.video_io.ClipSpec`` says (the log states what the crop keeps), reconstructs them
