@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wfvae_jax import sharding
 from wfvae_jax.config import WFVAEConfig, nearest_valid_num_frames  # noqa: F401 (re-export)
 from wfvae_jax.model import WFVAE
 from wfvae_jax.posterior import DiagonalGaussian
@@ -122,15 +123,17 @@ def validate_latent(z: Any, config: WFVAEConfig) -> None:
     _check_finite(z, "latent")
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _encode(params: Params, video: jnp.ndarray, config: WFVAEConfig, dtype: Any):
-    post, taps, _ = WFVAE(config, dtype).apply({"params": params}, video, method=WFVAE.encode)
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "mesh"))
+def _encode(params: Params, video: jnp.ndarray, config: WFVAEConfig, dtype: Any, mesh=None):
+    with sharding.constrain(mesh):
+        post, taps, _ = WFVAE(config, dtype).apply({"params": params}, video, method=WFVAE.encode)
     return post, taps
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _decode(params: Params, z: jnp.ndarray, config: WFVAEConfig, dtype: Any):
-    dec, taps, _ = WFVAE(config, dtype).apply({"params": params}, z, method=WFVAE.decode)
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "mesh"))
+def _decode(params: Params, z: jnp.ndarray, config: WFVAEConfig, dtype: Any, mesh=None):
+    with sharding.constrain(mesh):
+        dec, taps, _ = WFVAE(config, dtype).apply({"params": params}, z, method=WFVAE.decode)
     return dec, taps
 
 
@@ -142,6 +145,7 @@ def encode(
     dtype: Any = jnp.float32,
     t_chunk: int | None = None,
     return_taps: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> DiagonalGaussian | tuple[DiagonalGaussian, tuple[jnp.ndarray, jnp.ndarray]]:
     """Encodes a video to the posterior ``q(z | x)``.
 
@@ -156,23 +160,29 @@ def encode(
       t_chunk: video frames per Causal Cache chunk (a multiple of ``d``) for bounded memory;
         ``None`` encodes the whole clip at once. Both give the same result (layernorm models).
       return_taps: also return the encoder's ``(W2, W3)`` coefficients (direct mode only).
+      mesh: a ``jax.sharding.Mesh`` with axes ``"data"`` (batch) and/or ``"space"`` (height):
+        the video, every activation and the result are split over it (``wfvae_jax.sharding``);
+        same result as one device. ``None``: the default device.
     Returns:
       :class:`DiagonalGaussian` with ``mean``/``logvar`` ``(B, 1 + k, H/8, W/8, latent_dim)``
       (dtype ``dtype``); with ``return_taps``, ``(posterior, (W2, W3))``.
     Raises:
       ValueError: bad shape, frame count, spatial size, dtype (uint8), non-finite values or
-        values outside [-1, 1], or bad ``t_chunk``.
+        values outside [-1, 1], or bad ``t_chunk``; with ``mesh``: B not divisible by
+        ``data``, H not by ``8 * space``, unknown axis names.
     Source: reference ``WFVAEModel.encode``.
     """
     validate_video(video, config)
     dtype = parse_dtype(dtype)
+    if mesh is not None:
+        mesh, params, video = sharding.place(params, video, mesh, "video", 8)
     if t_chunk is not None:
         if return_taps:
             raise ValueError("return_taps is only available without t_chunk")
         from wfvae_jax.causal_cache import encode_chunked
 
-        return encode_chunked(params, video, config, t_chunk, dtype=dtype)
-    post, taps = _encode(params, jnp.asarray(video), config, dtype)
+        return encode_chunked(params, video, config, t_chunk, dtype=dtype, mesh=mesh)
+    post, taps = _encode(params, jnp.asarray(video), config, dtype, mesh)
     return (post, taps) if return_taps else post
 
 
@@ -184,6 +194,7 @@ def decode(
     dtype: Any = jnp.float32,
     t_chunk: int | None = None,
     return_taps: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jnp.ndarray | tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
     """Decodes a latent to video.
 
@@ -191,23 +202,27 @@ def decode(
       z: ``(B, t, h, w, latent_dim)`` latent (e.g. ``posterior.mode()``).
       t_chunk: latent frames per Causal Cache chunk (>= 1), or ``None`` for direct decoding.
       return_taps: also return the decoder's ``(W2^, W3^)`` coefficients for the WL loss.
+      mesh: as for :func:`encode`; the latent's h must be divisible by the ``"space"`` size.
     Returns:
       ``(B, d(t - 1) + 1, 8h, 8w, 3)`` (``d = config.temporal_downsample``) in ``dtype``
       (nominally [-1, 1], not clipped); with
       ``return_taps``, ``(video, (W2^, W3^))``.
     Raises:
-      ValueError: wrong rank or channel count, non-finite values, bad ``t_chunk``.
+      ValueError: wrong rank or channel count, non-finite values, bad ``t_chunk``; with
+        ``mesh``: B not divisible by ``data``, h not by ``space``, unknown axis names.
     Source: reference ``WFVAEModel.decode``.
     """
     validate_latent(z, config)
     dtype = parse_dtype(dtype)
+    if mesh is not None:
+        mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is not None:
         if return_taps:
             raise ValueError("return_taps is only available without t_chunk")
         from wfvae_jax.causal_cache import decode_chunked
 
-        return decode_chunked(params, z, config, t_chunk, dtype=dtype)
-    dec, taps = _decode(params, jnp.asarray(z), config, dtype)
+        return decode_chunked(params, z, config, t_chunk, dtype=dtype, mesh=mesh)
+    dec, taps = _decode(params, jnp.asarray(z), config, dtype, mesh)
     return (dec, taps) if return_taps else dec
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from wfvae_jax import sharding
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.model import WFVAE
 from wfvae_jax.posterior import DiagonalGaussian
@@ -57,26 +58,30 @@ def _check(config: WFVAEConfig, t_chunk: int, multiple: int, what: str) -> None:
         raise ValueError(f"{what} t_chunk must be a positive multiple of {multiple}, got {t_chunk}")
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _enc_step(params, x, cache, config, dtype):
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "mesh"))
+def _enc_step(params, x, cache, config, dtype, mesh=None):
     TRACE_COUNT["encode"] += 1
-    post, _, cache = WFVAE(config, dtype).apply({"params": params}, x, cache, method=WFVAE.encode)
+    with sharding.constrain(mesh):  # also shards the returned cache, i.e. the scan carry
+        post, _, cache = WFVAE(config, dtype).apply(
+            {"params": params}, x, cache, method=WFVAE.encode
+        )
     return jnp.concatenate([post.mean, post.logvar], -1), cache
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype", "lookahead"))
-def _dec_step(params, z, cache, config, dtype, lookahead):
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "lookahead", "mesh"))
+def _dec_step(params, z, cache, config, dtype, lookahead, mesh=None):
     TRACE_COUNT["decode"] += 1
-    dec, _, cache = WFVAE(config, dtype).apply(
-        {"params": params}, z, cache, lookahead, method=WFVAE.decode
-    )
+    with sharding.constrain(mesh):
+        dec, _, cache = WFVAE(config, dtype).apply(
+            {"params": params}, z, cache, lookahead, method=WFVAE.decode
+        )
     return dec, cache
 
 
-@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype"))
-def _encode_chunked(params, video, config, t_chunk, dtype):
+@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype", "mesh"))
+def _encode_chunked(params, video, config, t_chunk, dtype, mesh=None):
     b, t = video.shape[:2]
-    moments0, cache = _enc_step(params, video[:, :1], None, config, dtype)
+    moments0, cache = _enc_step(params, video[:, :1], None, config, dtype, mesh)
     rest = video[:, 1:]
     n = (t - 1) // t_chunk
     outs = [moments0]
@@ -84,19 +89,24 @@ def _encode_chunked(params, video, config, t_chunk, dtype):
         chunks = rest[:, : n * t_chunk].reshape(b, n, t_chunk, *rest.shape[2:]).swapaxes(0, 1)
 
         def body(c, x):
-            m, c = _enc_step(params, x, c, config, dtype)
+            m, c = _enc_step(params, x, c, config, dtype, mesh)
             return c, m
 
         cache, ms = jax.lax.scan(body, cache, chunks)  # (n, B, t_chunk/d, h, w, 2L)
         outs.append(ms.swapaxes(0, 1).reshape(b, -1, *ms.shape[3:]))
     if (t - 1) % t_chunk:
-        m, _ = _enc_step(params, rest[:, n * t_chunk :], cache, config, dtype)
+        m, _ = _enc_step(params, rest[:, n * t_chunk :], cache, config, dtype, mesh)
         outs.append(m)
     return jnp.concatenate(outs, axis=1)
 
 
 def encode_chunked(
-    params: Any, video: jnp.ndarray, config: WFVAEConfig, t_chunk: int, dtype: Any = jnp.float32
+    params: Any,
+    video: jnp.ndarray,
+    config: WFVAEConfig,
+    t_chunk: int,
+    dtype: Any = jnp.float32,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> DiagonalGaussian:
     """Chunked :func:`wfvae_jax.encode`: same shapes and result, memory bounded by ``t_chunk``.
 
@@ -104,18 +114,20 @@ def encode_chunked(
       video: ``(B, T, H, W, 3)``, ``T = 1 + d k`` with ``d = config.temporal_downsample``
         (validated by ``wfvae_jax.encode``).
       t_chunk: video frames per chunk after the first frame, a multiple of ``d``.
+      mesh: an Auto-axes mesh from ``wfvae_jax.sharding`` (inputs already placed), or None.
     Raises:
       ValueError: groupnorm config, or ``t_chunk`` not a positive multiple of ``d``.
     """
     _check(config, t_chunk, config.temporal_downsample, "encoder")
-    return DiagonalGaussian.from_moments(_encode_chunked(params, video, config, t_chunk, dtype))
+    moments = _encode_chunked(params, video, config, t_chunk, dtype, mesh)
+    return DiagonalGaussian.from_moments(moments)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype"))
-def _decode_chunked(params, z, config, t_chunk, dtype):
+@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype", "mesh"))
+def _decode_chunked(params, z, config, t_chunk, dtype, mesh=None):
     b, t = z.shape[:2]
     up = config.temporal_downsample
-    out0, cache = _dec_step(params, z[:, :1], None, config, dtype, 0)
+    out0, cache = _dec_step(params, z[:, :1], None, config, dtype, 0, mesh)
     n_rest = t - 1
     # Chunks before the last carry one lookahead frame; the last one is a final step.
     n_scan = (n_rest - 1) // t_chunk if n_rest else 0
@@ -125,19 +137,24 @@ def _decode_chunked(params, z, config, t_chunk, dtype):
         windows = jnp.take(z, idx, axis=1).swapaxes(0, 1)  # (n_scan, B, t_chunk + 1, h, w, L)
 
         def body(c, zc):
-            y, c = _dec_step(params, zc, c, config, dtype, 1)
+            y, c = _dec_step(params, zc, c, config, dtype, 1, mesh)
             return c, y[:, : up * t_chunk]
 
         cache, ys = jax.lax.scan(body, cache, windows)
         outs.append(ys.swapaxes(0, 1).reshape(b, -1, *ys.shape[3:]))
     if n_rest:
-        y, _ = _dec_step(params, z[:, 1 + n_scan * t_chunk :], cache, config, dtype, 0)
+        y, _ = _dec_step(params, z[:, 1 + n_scan * t_chunk :], cache, config, dtype, 0, mesh)
         outs.append(y)
     return jnp.concatenate(outs, axis=1)
 
 
 def decode_chunked(
-    params: Any, z: jnp.ndarray, config: WFVAEConfig, t_chunk: int, dtype: Any = jnp.float32
+    params: Any,
+    z: jnp.ndarray,
+    config: WFVAEConfig,
+    t_chunk: int,
+    dtype: Any = jnp.float32,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jnp.ndarray:
     """Chunked :func:`wfvae_jax.decode`: same result, memory bounded by ``t_chunk``.
 
@@ -145,10 +162,11 @@ def decode_chunked(
       z: ``(B, t, h, w, latent_dim)``.
       t_chunk: latent frames per chunk after the first (each chunk also reads one lookahead
         frame), ``>= 1``.
+      mesh: as for :func:`encode_chunked`.
     Returns:
       ``(B, d(t - 1) + 1, 8h, 8w, 3)``, ``d = config.temporal_downsample``.
     Raises:
       ValueError: groupnorm config or ``t_chunk < 1``.
     """
     _check(config, t_chunk, 1, "decoder")
-    return _decode_chunked(params, z, config, t_chunk, dtype)
+    return _decode_chunked(params, z, config, t_chunk, dtype, mesh)

@@ -18,6 +18,7 @@ direct inference it is discarded and XLA removes the dead slices.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -356,9 +357,11 @@ def upsample2x_linear(x: jnp.ndarray, axis: int) -> jnp.ndarray:
     mode='linear'|'bilinear'|'trilinear')`` along one axis.
     """
     n = x.shape[axis]
-    idx = jnp.arange(n)
-    prev = jnp.take(x, jnp.maximum(idx - 1, 0), axis=axis)
-    nxt = jnp.take(x, jnp.minimum(idx + 1, n - 1), axis=axis)
+    # Shifted slices, not a gather: under spatial sharding XLA turns them into a one-row halo
+    # exchange, where a gather (jnp.take) would all-gather the whole axis on every device.
+    sl = functools.partial(lax.slice_in_dim, x, axis=axis)
+    prev = jnp.concatenate([sl(0, 1), sl(0, n - 1)], axis=axis)  # x[max(i - 1, 0)]
+    nxt = jnp.concatenate([sl(1, n), sl(n - 1, n)], axis=axis)  # x[min(i + 1, n - 1)]
     even = 0.75 * x + 0.25 * prev
     odd = 0.75 * x + 0.25 * nxt
     y = jnp.stack([even, odd], axis=axis + 1 if axis >= 0 else axis)
