@@ -116,6 +116,18 @@ def model_cases(name, params, config, x, meshes, chunked_meshes=()) -> dict:
     return results
 
 
+def under_jit(params, config, x, ref) -> dict:
+    """``encode(mesh=)`` called inside the caller's own jit (as a dataset tool or a training
+    sample step does): placement becomes sharding constraints, the result is the same."""
+    mesh = sharding.make_mesh(1, 4)
+    fn = jax.jit(lambda p, v: encode(p, v, config, mesh=mesh).mean)
+    y = fn(params, x)
+    got = np.asarray(y)
+    out = {"out": got, "spec": str(y.sharding.spec), **collectives(fn.lower(params, x).compile())}
+    out["max_abs_diff"] = float(np.abs(got - ref[..., : config.latent_dim]).max())
+    return out
+
+
 def errors(params, config) -> dict:
     """The messages of the mesh validation errors, through the public API."""
     out = {}
@@ -165,6 +177,8 @@ def main() -> None:
         results.update(model_cases(name, params, config, x, meshes, [(1, 2), (1, 4)]))
         if name == "wfvae_tiny":
             errs = errors(params, config)
+            ref = results[f"{name}/encode/single/direct"]["out"]
+            results[f"{name}/encode/data=1,space=4/under_jit"] = under_jit(params, config, x, ref)
     # GroupNorm reduces over H: computed exactly with all-reduces (direct only; chunking refuses).
     # H = 32: one latent row per device at space=4, so every 3x3 conv's halo is a whole shard.
     gn = WFVAEConfig(
