@@ -4,8 +4,8 @@ A mesh has the axes ``"data"`` (batch) and/or ``"space"`` (height). :func:`wfvae
 :func:`wfvae_jax.decode` take ``mesh=``: the video / latent is placed with
 :func:`activation_sharding` (batch over ``"data"``, H over ``"space"``) and the output stays
 sharded the same way. Every activation inside the model is split the same way, so per-device
-memory falls as ``1 / space`` (plus the replicated parameters); see the README's "Spatial
-sharding" table (``benchmarks/sharding.py``).
+activation memory falls as ``1 / space``; the parameters (replicated) and weight-sized
+temporaries stay; see the README's "Spatial sharding" table (``benchmarks/sharding.py``).
 
 How, and why it is exact
 - Layers know nothing of meshes. While the model is traced, :func:`constrain` installs a Flax
@@ -163,8 +163,9 @@ def check_input(shape: Sequence[int], mesh: Mesh, what: str, downsample: int) ->
     step = downsample * s
     if h % step:
         lo, hi = h // step * step, (h // step + 1) * step
+        rule = f"{downsample} * space={s} = {step}" if downsample > 1 else f"space={s}"
         raise ValueError(
-            f"{what} height H={h} must be divisible by {downsample} * space={s} = {step} to "
+            f"{what} height H={h} must be divisible by {rule} to "
             f"split over {s} devices; use H={hi}"
             + (f" or H={lo}" if lo else "")
             + ", or fewer 'space' devices"
