@@ -83,7 +83,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from jax.sharding import PartitionSpec as P
 
     import wfvae_jax
-    from wfvae_jax import api, causal_cache, sharding
+    from wfvae_jax import api, sharding
 
     cfg = wfvae_jax.get_config(spec["model"])
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
@@ -97,16 +97,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         in_shape = (1, cfg.latent_frames(t), s // 8, s // 8, cfg.latent_dim)
     x = jax.ShapeDtypeStruct(in_shape, jnp.float32, sharding=act)
-    if tc is None:
-        fn = api._encode if op == "encode" else api._decode
-        static = (cfg, dtype, mesh)
-    else:
-        fn = causal_cache._encode_chunked if op == "encode" else causal_cache._decode_chunked
-        static = (cfg, tc, dtype, mesh)
+    lower = api.lower_encode if op == "encode" else api.lower_decode
     probe = C.MemoryProbe()
     probe.set_baseline()
     t0 = time.perf_counter()
-    compiled = fn.lower(_abstract(shapes, rep), x, *static).compile()
+    lowered = lower(_abstract(shapes, rep), x, cfg, dtype=dtype, t_chunk=tc, mesh=mesh)
+    compiled = lowered.compile()
     ma = compiled.memory_analysis()
     out: dict[str, Any] = {
         "spec": spec,

@@ -235,6 +235,7 @@ def reconstruct(
     dtype: Any = jnp.float32,
     lc: Any = None,
     return_latent: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
     """Encode, take the posterior mode, decode: the reconstruction the tools report.
 
@@ -248,6 +249,7 @@ def reconstruct(
       lc: LC-VAE settings (``wfvae_jax.lc.LCSettings``) or ``None``: the latent is compressed
         (Multi-WT, mask, inverse) before decoding, as ``LCVAE``'s forward pass does.
       return_latent: also return the posterior mode (before any LC compression).
+      mesh: split the batch over ``"data"`` and height over ``"space"`` (see :func:`encode`).
     Returns:
       the reconstruction ``(B, T, H, W, 3)`` float32 (not clipped); with ``return_latent``,
       ``(reconstruction, z)`` with ``z`` ``(B, 1 + k, H/8, W/8, latent_dim)`` float32.
@@ -256,10 +258,11 @@ def reconstruct(
     Source: the reference's ``scripts/recon_video.py`` (encode, ``.mode()``, decode).
     """
     dtype = parse_dtype(dtype)
-    z = encode(params, video, config, dtype=dtype, t_chunk=t_chunk).mode()
+    z = encode(params, video, config, dtype=dtype, t_chunk=t_chunk, mesh=mesh).mode()
     zc = z if lc is None else lc.compress(z)
     dec_chunk = None if t_chunk is None else config.latent_chunk(t_chunk)
-    y = decode(params, zc, config, dtype=dtype, t_chunk=dec_chunk).astype(jnp.float32)
+    y = decode(params, zc, config, dtype=dtype, t_chunk=dec_chunk, mesh=mesh)
+    y = y.astype(jnp.float32)
     return (y, z.astype(jnp.float32)) if return_latent else y
 
 
@@ -277,20 +280,23 @@ def lower_encode(
     *,
     dtype: Any = jnp.float32,
     t_chunk: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jax.stages.Lowered:
     """AOT lowering of the computation :func:`encode` runs for these arguments (same checks).
 
-    ``.compile()`` it for compile time and ``memory_analysis()``; ``video`` may be a
-    ``jax.ShapeDtypeStruct``.
+    ``.compile()`` it for compile time and ``memory_analysis()`` (per device with ``mesh``);
+    ``video`` and the params may be ``jax.ShapeDtypeStruct``.
     """
     validate_video(_stand_in(video), config)
     dtype = parse_dtype(dtype)
+    if mesh is not None:
+        mesh, params, video = sharding.place(params, video, mesh, "video", 8)
     if t_chunk is None:
-        return _encode.lower(params, video, config, dtype)
+        return _encode.lower(params, video, config, dtype, mesh)
     from wfvae_jax import causal_cache
 
     causal_cache._check(config, t_chunk, config.temporal_downsample, "encoder")
-    return causal_cache._encode_chunked.lower(params, video, config, t_chunk, dtype)
+    return causal_cache._encode_chunked.lower(params, video, config, t_chunk, dtype, mesh)
 
 
 def lower_decode(
@@ -300,13 +306,16 @@ def lower_decode(
     *,
     dtype: Any = jnp.float32,
     t_chunk: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jax.stages.Lowered:
     """AOT lowering of the computation :func:`decode` runs for these arguments (same checks)."""
     validate_latent(_stand_in(z), config)
     dtype = parse_dtype(dtype)
+    if mesh is not None:
+        mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is None:
-        return _decode.lower(params, z, config, dtype)
+        return _decode.lower(params, z, config, dtype, mesh)
     from wfvae_jax import causal_cache
 
     causal_cache._check(config, t_chunk, 1, "decoder")
-    return causal_cache._decode_chunked.lower(params, z, config, t_chunk, dtype)
+    return causal_cache._decode_chunked.lower(params, z, config, t_chunk, dtype, mesh)

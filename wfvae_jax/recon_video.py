@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from wfvae_jax import video_io
+from wfvae_jax import sharding, video_io
 from wfvae_jax.cli_errors import UserError
 from wfvae_jax.video_io import ClipSpec
 
@@ -65,6 +65,7 @@ def reconstruct_file(
     t_chunk: int | None = None,
     dtype: str = "float32",
     log: Any = None,
+    mesh: str | None = None,
 ) -> dict:
     """Runs the whole reconstruction; returns the metrics/timings dict it also writes as JSON.
 
@@ -75,6 +76,8 @@ def reconstruct_file(
       t_chunk: Causal Cache chunk in video frames, or ``None``.
       dtype: compute dtype name.
       log: ``print``-like callable for progress lines (default: stderr).
+      mesh: ``"data=D,space=S"`` (``wfvae_jax.sharding``): split the video's height over S
+        devices; ``None``: one device.
     Raises:
       FileNotFoundError: no such input or checkpoint.
       ValueError / UserError: not a video, too few frames, a frame count or ``t_chunk`` the
@@ -87,6 +90,7 @@ def reconstruct_file(
     log = log or (lambda *a: print(*a, file=sys.stderr))
     info = video_io.probe_video(input_path)  # a missing file or non-video fails before loading
     wfvae_jax.parse_dtype(dtype)
+    device_mesh = sharding.mesh_from_arg(mesh)  # a bad --mesh fails before loading
     params, config = wfvae_jax.load_pretrained(checkpoint)
     lc = load_lc_settings(checkpoint)
     spec.check_model(config)
@@ -101,7 +105,14 @@ def reconstruct_file(
 
     def rec(v):
         return wfvae_jax.reconstruct(
-            params, v, config, t_chunk=t_chunk, dtype=dtype, lc=lc, return_latent=True
+            params,
+            v,
+            config,
+            t_chunk=t_chunk,
+            dtype=dtype,
+            lc=lc,
+            return_latent=True,
+            mesh=device_mesh,
         )
 
     (y, z), first = _timed(rec, x)
@@ -133,6 +144,7 @@ def reconstruct_file(
         "latent_shape": list(z.shape),
         "dtype": dtype,
         "t_chunk": t_chunk,
+        "mesh": mesh,
         "lc": None if lc is None else lc.to_dict(),
         "psnr": float(np.mean(frame_psnr)),
         "ssim": float(np.mean(frame_ssim)),
@@ -156,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     video_io.add_clip_args(ap, num_frames=33, resolution="256")
     ap.add_argument("--t_chunk", type=int, default=None, help="Causal Cache chunk (video frames)")
     ap.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+    sharding.add_mesh_arg(ap)
     return ap
 
 
@@ -163,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``wfvae reconstruct``; raises user errors (``cli_errors.run`` prints them)."""
     a = build_parser().parse_args(argv)
     spec = video_io.clip_spec_from_args(a)
-    r = reconstruct_file(a.checkpoint, a.input, a.output, spec, a.t_chunk, a.dtype)
+    r = reconstruct_file(a.checkpoint, a.input, a.output, spec, a.t_chunk, a.dtype, mesh=a.mesh)
     print(f"input {r['shape']} -> latent {r['latent_shape']} ({r['backend']}, {r['dtype']})")
     print(f"PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}")
     t = r["reconstruct_s"]

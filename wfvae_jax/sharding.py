@@ -205,14 +205,24 @@ def constrain(mesh: Mesh | None) -> Iterator[None]:
         yield
 
 
+def _put(x: Any, sharding: NamedSharding) -> Any:
+    if isinstance(x, jax.ShapeDtypeStruct):  # AOT lowering: only the layout is needed
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+    return jax.device_put(x, sharding)
+
+
 def place(params: Any, x: Any, mesh: Mesh, what: str, downsample: int) -> tuple[Mesh, Any, Any]:
     """Validates and places one call's inputs: ``(auto_mesh, replicated params, sharded x)``.
 
     ``x`` is a video (``downsample=8``) or a latent (``downsample=1``), ``(B, T, H, W, C)``.
-    Already-placed arrays are not copied again.
+    Already-placed arrays are not copied again; ``jax.ShapeDtypeStruct`` leaves (for AOT
+    lowering) get the shardings attached; under an outer ``jax.jit`` placing acts as a
+    sharding constraint.
     Raises:
       ValueError: from :func:`check_mesh` and :func:`check_input`.
     """
     mesh = check_mesh(mesh)
     check_input(np.shape(x), mesh, what, downsample)
-    return mesh, replicate(params, mesh), jax.device_put(x, activation_sharding(mesh))
+    rep = NamedSharding(mesh, P())
+    params = jax.tree.map(lambda a: _put(a, rep), params)
+    return mesh, params, _put(x, activation_sharding(mesh))

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run Causal Cache inference (chunks of --t_chunk, default 8) on the same clips "
         "and report direct vs chunked (Table 5); --blockwise is an old name for it",
     )
+    from wfvae_jax import sharding
+
+    sharding.add_mesh_arg(g)
     g = parser.add_argument_group("metrics")
     g.add_argument(
         "--lpips_weights",
@@ -183,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         save_arrays=args.save_arrays,
         quantize=args.quantize,
         error_gain=args.error_gain,
+        mesh=args.mesh,
     )
     video_io.clip_spec_from_args(args)  # flag errors before the model loads
     params, config, description, lc = load_model_from_args(args)

@@ -33,6 +33,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from wfvae_jax import sharding
 from wfvae_jax.api import parse_dtype, reconstruct
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.eval.clips import EvalClip
@@ -67,6 +68,8 @@ class EvalOptions:
       save_arrays: also write ``arrays/NAME.npz`` (input, reconstruction[, chunked]) float32.
       quantize: round inputs and reconstructions to uint8 levels before scoring.
       error_gain: brightness gain of the |error| row of the strips.
+      mesh: ``"data=D,space=S"`` (``wfvae_jax.sharding``): clips split over D devices (a
+        multiple of D per batch), each clip's height over S devices; ``None``: one device.
     """
 
     batch_size: int = 1
@@ -80,6 +83,7 @@ class EvalOptions:
     save_arrays: bool = False
     quantize: bool = False
     error_gain: float = 4.0
+    mesh: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -87,6 +91,11 @@ class EvalOptions:
         parse_dtype(self.dtype)
         if self.t_chunk is not None and self.t_chunk < 1:
             raise ValueError(f"t_chunk must be a positive number of frames, got {self.t_chunk}")
+        if self.mesh and self.batch_size % sharding.parse_mesh(self.mesh)["data"]:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of the mesh's data devices "
+                f"({self.mesh})"
+            )
         if self.num_visuals is not None and self.num_visuals < 0:
             raise ValueError(f"num_visuals must be >= 0 or None, got {self.num_visuals}")
 
@@ -199,6 +208,7 @@ def _reconstruct_and_score(
     quantize: bool,
     scorer: _FrameScorer,
     lc: Any,
+    mesh: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """``(raw reconstruction[:n], latent[:n], scored reconstruction (padded), scores)``.
 
@@ -206,7 +216,7 @@ def _reconstruct_and_score(
     ``xq_pad`` is the input as scored (quantised or not).
     """
     y_pad, z_pad = reconstruct(
-        params, x_pad, config, t_chunk=t_chunk, dtype=dtype, lc=lc, return_latent=True
+        params, x_pad, config, t_chunk=t_chunk, dtype=dtype, lc=lc, return_latent=True, mesh=mesh
     )
     y_pad, z_pad = np.asarray(y_pad), np.asarray(z_pad)
     yq_pad = _maybe_quantize(y_pad, quantize)
@@ -264,6 +274,7 @@ def evaluate(
     out_dir = os.path.abspath(os.fspath(out_dir))
     os.makedirs(out_dir, exist_ok=True)
     dtype = parse_dtype(options.dtype)
+    mesh = sharding.mesh_from_arg(options.mesh)
     main_chunk = options.t_chunk
     other_chunk = None
     if options.causal_cache:
@@ -290,13 +301,23 @@ def evaluate(
         n = len(batch)
         xq_pad = _maybe_quantize(x_pad, options.quantize)
         y_raw, z, y_pad, scores = _reconstruct_and_score(
-            params, config, x_pad, xq_pad, n, main_chunk, dtype, options.quantize, scorer, lc
+            params, config, x_pad, xq_pad, n, main_chunk, dtype, options.quantize, scorer, lc, mesh
         )
         fvd.add(xq_pad, y_pad, n)
         x, y = xq_pad[:n], y_pad[:n]
         if other_chunk is not None:
             y2_raw, z2, y2_pad, scores2 = _reconstruct_and_score(
-                params, config, x_pad, xq_pad, n, other_chunk, dtype, options.quantize, scorer, lc
+                params,
+                config,
+                x_pad,
+                xq_pad,
+                n,
+                other_chunk,
+                dtype,
+                options.quantize,
+                scorer,
+                lc,
+                mesh,
             )
             y2 = y2_pad[:n]
         for i, clip in enumerate(batch):
@@ -347,6 +368,7 @@ def evaluate(
             "clip_shape_thwc": list(shape),
             "dtype": options.dtype,
             "t_chunk": main_chunk,
+            "mesh": options.mesh,
             "quantize_uint8": options.quantize,
             "posterior": "mode",
             "lc": None if lc is None else lc.to_dict(),
