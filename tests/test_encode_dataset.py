@@ -355,3 +355,38 @@ def test_tfds_input(model, tfds_dir, tmp_path):
         post = wfvae_jax.encode(params, resize_and_crop(window, (32, 48))[None], config)
         np.testing.assert_allclose(it["mean"], post.mean[0], rtol=0, atol=1e-5)
         assert it["fps"] == 0.0 and list(it["size"]) == [68, 160]
+
+
+def test_mesh_data_and_space_equals_single_device(model, video_dir, reference, tmp_path):
+    """``--mesh data=2,space=2`` on 4 CPU devices (clips over "data", each clip's height over
+    "space") writes the records of the single-device run (to float tolerance: the sharded
+    convolutions sum in another order)."""
+    params, config = model
+    ckpt = tmp_path / "ckpt"
+    wfvae_jax.save_pretrained(ckpt, params, config)
+    out = tmp_path / "out"
+    env = dict(_child_env(tmp_path), XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    cmd = [
+        sys.executable, "-m", "wfvae_jax.encode_dataset", "--checkpoint", str(ckpt),
+        "--videos", video_dir, "--out", str(out), "--num_frames", "9", "--resolution", "32x48",
+        "--clips_per_video", "2", "--videos_per_shard", "2", "--worker_count", "0",
+        "--no_progress", "--mesh", "data=2,space=2",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded, single = LatentSource(out), LatentSource(reference[0])
+    assert sharded.manifest["run"]["mesh"] == {"data": 2, "space": 2}
+    assert len(sharded) == len(single) == sum(SHARDS)
+    for i in range(len(single)):
+        a, b = sharded[i], single[i]
+        assert (a["video"], a["start"]) == (b["video"], b["start"])
+        np.testing.assert_allclose(a["mean"], b["mean"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a["logvar"], b["logvar"], rtol=0, atol=1e-5)
+
+    # 3 devices cannot hold data*space = 4; an H that does not split is named.
+    bad = subprocess.run(
+        [*cmd[:-1], "data=1,space=3", "--overwrite"], env=env, cwd=REPO, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: --mesh data=1,space=3 uses 3")

@@ -24,7 +24,9 @@ hold no whole clip are skipped, counted and listed with the reason in the manife
 How. Shard ``s`` belongs to process ``s % process_count``, which decodes its videos in grain
 worker processes (``--worker_count``) while the devices encode the previous batch; a batch holds
 ``batch_size / process_count`` clips of one shard from each process and is sharded over a
-``("data",)`` mesh of every device. With ``--t_chunk`` clips go through Causal Cache.
+``("data", "space")`` mesh of every device (``--mesh data=D,space=S``; default ``data=`` all
+devices): clips over ``data``, each clip's height over ``space`` (``wfvae_jax.sharding``).
+With ``--t_chunk`` clips go through Causal Cache.
 Results are written to the shard's temporary file; after the shard's last clip it is renamed and
 its marker written. Processes that run out of clips keep stepping with empty batches until all
 are done (one small all-gather per step decides when).
@@ -68,6 +70,7 @@ from wfvae_jax.api import DTYPES, encode, parse_dtype
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.data.sources import find_videos, window_span
+from wfvae_jax.sharding import activation_sharding, add_mesh_arg, axis_size, make_mesh, parse_mesh
 from wfvae_jax.video_io import _iter_decoded, _open_input, resize_and_crop
 from wfvae_jax.video_io import parse_resolution as video_io_parse_resolution
 
@@ -396,6 +399,9 @@ class EncodeOptions:
       worker_count: grain decoding processes per host (0: decode in this process).
       overwrite: replace an ``OUT`` that holds another encoding.
       progress: show a progress bar (process 0).
+      mesh: ``"data=D,space=S"`` (``wfvae_jax.sharding.parse_mesh``): split each batch over D
+        devices and each clip's height over S; ``D * S`` must be every device of the run
+        (``None``: ``data=`` every device).
     """
 
     batch_size: int | None = None
@@ -408,9 +414,12 @@ class EncodeOptions:
     worker_count: int = DEFAULT_WORKER_COUNT
     overwrite: bool = False
     progress: bool = True
+    mesh: str | None = None
 
     def check(self) -> None:
         compute_dtype(self.dtype)
+        if self.mesh:
+            parse_mesh(self.mesh)
         fmt.storage_dtype(self.storage_dtype)
         if self.store not in fmt.STORES:
             raise ValueError(f"--store must be one of {fmt.STORES}, got {self.store!r}")
@@ -522,6 +531,24 @@ def _any_process(flag: bool) -> bool:
     return bool(multihost_utils.process_allgather(np.asarray([int(flag)], np.int32)).max())
 
 
+def run_mesh(spec: str | None) -> Mesh:
+    """The run's ``("data", "space")`` mesh over every device of every process.
+
+    ``spec`` is ``"data=D,space=S"`` (a missing axis is 1) or ``None`` (``data=`` all devices).
+    Raises:
+      ValueError: a malformed ``spec``, or ``D * S`` not the device count (a process whose
+        devices are outside the mesh could not take part in the steps).
+    """
+    n = jax.device_count()
+    sizes = parse_mesh(spec) if spec else {"data": n, "space": 1}
+    if sizes["data"] * sizes["space"] != n:
+        raise ValueError(
+            f"--mesh {spec} uses {sizes['data'] * sizes['space']} devices but the run has {n}; "
+            f"pick sizes with data*space = {n}, e.g. --mesh data={n},space=1"
+        )
+    return make_mesh(**sizes)
+
+
 @functools.lru_cache(maxsize=8)
 def _make_step(
     config: WFVAEConfig, mesh: Mesh, dtype: Any, t_chunk: int | None, store: str, storage: Any
@@ -529,7 +556,7 @@ def _make_step(
     data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
     def step(params, video, key_data):
-        post = encode(params, video, config, dtype=dtype, t_chunk=t_chunk)
+        post = encode(params, video, config, dtype=dtype, t_chunk=t_chunk, mesh=mesh)
         mean, logvar = post.mean.astype(jnp.float32), post.logvar.astype(jnp.float32)
         if store == "sample":
             keys = jax.random.wrap_key_data(key_data, impl="threefry2x32")  # (B,)
@@ -537,7 +564,8 @@ def _make_step(
             return {"latent": (mean + jnp.exp(0.5 * logvar) * eps).astype(storage)}
         return {"mean": mean.astype(storage), "logvar": logvar.astype(storage)}
 
-    return jax.jit(step, in_shardings=(replicated, data, data), out_shardings=data)
+    video = activation_sharding(mesh)  # B over "data", H over "space"
+    return jax.jit(step, in_shardings=(replicated, video, data), out_shardings=data)
 
 
 def _replicate(params: Any, mesh: Mesh) -> Any:
@@ -645,9 +673,11 @@ class _Loop:
                 self.timing["steady_input"] = self.timing.get("steady_input", 0.0) + waited
 
     def dispatch(self, b: _Batch, real: bool) -> None:
-        sharding = NamedSharding(self.mesh, P("data"))
-        video = jax.make_array_from_process_local_data(sharding, b.video)
-        key_data = jax.make_array_from_process_local_data(sharding, b.key_data)
+        # Each process holds whole clips (every H row): only B is split across processes.
+        video = jax.make_array_from_process_local_data(activation_sharding(self.mesh), b.video)
+        key_data = jax.make_array_from_process_local_data(
+            NamedSharding(self.mesh, P("data")), b.key_data
+        )
         outputs = self.step(self.params, video, key_data)  # async: decoding goes on meanwhile
         self.stats["steps"] += 1
         if real:
@@ -771,10 +801,13 @@ def encode_dataset(
     options.check()
     dtype, storage = compute_dtype(options.dtype), fmt.storage_dtype(options.storage_dtype)
     n_proc, proc = jax.process_count(), jax.process_index()
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    batch = options.batch_size or mesh.devices.size
-    if batch % mesh.devices.size:
-        raise ValueError(f"--batch_size {batch} must be a multiple of the {mesh.size} devices")
+    mesh = run_mesh(options.mesh)
+    n_data = axis_size(mesh, "data")
+    batch = options.batch_size or n_data
+    if batch % n_data:
+        raise ValueError(
+            f"--batch_size {batch} must be a multiple of the mesh's data={n_data} devices"
+        )
     local_batch, (h, w) = batch // n_proc, spec.resolution
 
     step = _make_step(config, mesh, dtype, options.t_chunk, options.store, storage)
@@ -800,7 +833,12 @@ def encode_dataset(
         "latent_shape": list(next(iter(shapes.values())).shape[1:]),
         "num_shards": -(-len(inputs) // options.videos_per_shard),
         "complete": False,
-        "run": {"processes": n_proc, "devices": int(mesh.devices.size), "batch_size": batch},
+        "run": {
+            "processes": n_proc,
+            "devices": int(mesh.devices.size),
+            "mesh": dict(mesh.shape),
+            "batch_size": batch,
+        },
     }
     finished = _prepare_output(out, manifest, options.overwrite)
     items = _work_items(inputs, manifest["num_shards"], finished, options.videos_per_shard)
@@ -881,7 +919,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tfds_data_dir", default=None)
     p.add_argument("--tfds_video_key", default="video")
     p.add_argument("--out", required=True, help="output directory (resumes if it holds a run)")
-    p.add_argument("--num_frames", type=int, required=True, help="frames per clip (1 + 4k)")
+    p.add_argument(
+        "--num_frames",
+        type=int,
+        required=True,
+        help="frames per clip (1 + 4k; 1 + 8k for 8x models)",
+    )
     p.add_argument("--resolution", required=True, help="R (square) or HxW, multiples of 8")
     p.add_argument("--frame_stride", type=int, default=1)
     p.add_argument("--clips_per_video", type=int, default=1, help="consecutive clips per video")
@@ -901,6 +944,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resample", default="bilinear", choices=("bilinear", "area", "bicubic"))
     p.add_argument("--overwrite", action="store_true", help="replace another encoding in --out")
     p.add_argument("--multihost", action="store_true", help="one process per host")
+    add_mesh_arg(p)
     p.add_argument("--no_progress", dest="progress", action="store_false")
     return p
 

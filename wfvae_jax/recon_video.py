@@ -9,9 +9,9 @@ Usage::
     python -m wfvae_jax.recon_video ...        # the same (named after the reference's script)
     python -m wfvae_jax.reconstruct ...        # the earlier spelling, still accepted
 
-Reads ``num_frames`` (``1 + 4k``) frames at ``frame_stride``, resized and cropped as
-``wfvae_jax.video_io.ClipSpec`` says (the log states what the crop keeps), reconstructs them
-with ``wfvae_jax.reconstruct`` (posterior mode; an LC-VAE checkpoint's compression is applied)
+Reads ``num_frames`` (``1 + 4k``; ``1 + 8k`` for 8x models) frames at ``frame_stride``, resized and
+cropped as ``wfvae_jax.video_io.ClipSpec`` says (the log states what the crop keeps), reconstructs
+them with ``wfvae_jax.reconstruct`` (posterior mode; an LC-VAE checkpoint's compression is applied)
 and writes OUT.mp4 at the source frame rate divided by ``frame_stride``, OUT.png (rows: input |
 reconstruction | 4x absolute error) and OUT.json (metrics, geometry and timings); prints PSNR/SSIM
 and the wall time of the first call (compilation included) and a second, steady-state call.

@@ -513,7 +513,7 @@ class ClipSpec:
 
     Attributes:
       num_frames: frames per clip (``None``: to the end of the video). The model's frame-count
-        rule is checked by :meth:`check_model` (``1 + 4k`` for WF-VAE).
+        rule is checked by :meth:`check_model` (``1 + 4k``, or ``1 + 8k`` for 8x-temporal models).
       frame_stride: step between frames, in decoded frames (output fps = source fps / stride).
       start: first decoded frame.
       resolution: ``S``, ``(H, W)`` or ``None`` (decoded size); see :func:`clip_geometry`.
@@ -633,7 +633,10 @@ def add_clip_args(
     Read them back with :func:`clip_spec_from_args`. ``parser`` may be an argument group.
     """
     parser.add_argument(
-        "--num_frames", type=int, default=num_frames, help="frames per clip, 1 + 4k (WF-VAE)"
+        "--num_frames",
+        type=int,
+        default=num_frames,
+        help="frames per clip, 1 + 4k (1 + 8k for 8x-temporal models)",
     )
     parser.add_argument("--frame_stride", type=int, default=1, help="take every n-th decoded frame")
     if start:
