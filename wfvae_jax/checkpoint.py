@@ -100,7 +100,8 @@ def save_pretrained(
 ) -> None:
     """Writes an EXPORT directory: ``params`` (as float32) and ``config`` under ``path``.
 
-    ``path`` is created; an existing ``config.json`` and ``params/`` there are replaced.
+    ``path`` is created; an existing ``config.json`` and ``params/`` there are replaced. In a
+    multi-process run every process calls it; ``config.json`` is written by process 0.
     ``lc``: the ``wfvae_jax.lc.LCSettings`` of an LC-VAE, stored as ``config.json["lc"]`` so that
     reconstruct and eval apply the same compression (:func:`load_lc_settings`).
     """
@@ -109,8 +110,9 @@ def save_pretrained(
     d = config.to_dict()
     if lc is not None:
         d["lc"] = lc.to_dict()
-    with open(os.path.join(path, CONFIG_NAME), "w") as f:
-        json.dump(d, f, indent=2)
+    if jax.process_index() == 0:  # every process calls this (orbax's save is collective)
+        with open(os.path.join(path, CONFIG_NAME), "w") as f:
+            json.dump(d, f, indent=2)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, EXPORT_PARAMS), params, force=True)
