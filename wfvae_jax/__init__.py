@@ -5,7 +5,9 @@ Public API::
     params, config = wfvae_jax.load_pretrained("converted_dir")
     posterior = wfvae_jax.encode(params, video, config)          # video (B, T, H, W, 3) in [-1, 1]
     video_hat = wfvae_jax.decode(params, posterior.mode(), config)
-    video_hat = wfvae_jax.reconstruct(params, video, config, t_chunk=16)  # encode, mode, decode
+    video_hat = wfvae_jax.reconstruct(params, video, config)  # encode, mode, decode
+    # Long clips run in Causal Cache chunks on their own (wfvae_jax.auto_t_chunk, same result);
+    # t_chunk=0 forces the whole clip at once, t_chunk=16 picks the chunk.
 
 Importing the package needs only the inference install (``pip install .``): training, evaluation
 and analysis modules are imported by the commands that use them.
@@ -13,6 +15,7 @@ and analysis modules are imported by the commands that use them.
 
 from wfvae_jax import config
 from wfvae_jax.api import (
+    auto_t_chunk,
     decode,
     encode,
     nearest_valid_num_frames,
@@ -29,6 +32,7 @@ __all__ = [
     "DiagonalGaussian",
     "WFVAE",
     "WFVAEConfig",
+    "auto_t_chunk",
     "config",
     "decode",
     "encode",

@@ -2,11 +2,13 @@
 
 Both are jit-compiled per (config, dtype, shape), run in float32 or bfloat16 (parameters stay
 float32 and are cast per layer; norms and softmax compute in float32), and validate their input.
-``t_chunk`` switches to Causal Cache chunked inference (``wfvae_jax.causal_cache``), which gives the
-same result on bounded memory. :func:`reconstruct` (encode, posterior mode, decode) is the one
-reconstruction the tools share (``wfvae reconstruct``, ``eval.py``, training samples);
-:func:`parse_dtype` the one reading of a dtype name; :func:`lower_encode` / :func:`lower_decode`
-AOT-lower exactly what ``encode`` / ``decode`` run (benchmarks: compile time, XLA memory).
+Causal Cache chunked inference (``wfvae_jax.causal_cache``) gives the same result on bounded
+memory; by default (``t_chunk=None``) a long clip is chunked on its own (:func:`auto_t_chunk`, the
+one rule), ``t_chunk=0`` forces direct inference. :func:`reconstruct` (encode, posterior mode,
+decode) is the one reconstruction the tools share (``wfvae reconstruct``, ``eval.py``, training
+samples); :func:`parse_dtype` the one reading of a dtype name; :func:`lower_encode` /
+:func:`lower_decode` AOT-lower exactly what ``encode`` / ``decode`` run (benchmarks: compile
+time, XLA memory).
 """
 
 from __future__ import annotations
@@ -123,6 +125,81 @@ def validate_latent(z: Any, config: WFVAEConfig) -> None:
     _check_finite(z, "latent")
 
 
+# Auto chunking budget: video pixels (frames x H x W) per Causal Cache chunk, i.e. 16 frames at
+# 256x256, 64 at 128x128, 4 at 512x512. Peak memory grows with the chunk and time per frame falls
+# with it; on WF-VAE-S (CPU, fp32) 16 frames of 256x256 is about 1.5 GiB of decoder activations.
+AUTO_CHUNK_PIXELS = 16 * 256 * 256
+
+
+# The --t_chunk help of every command that has the flag.
+T_CHUNK_HELP = (
+    "Causal Cache chunk in video frames (a multiple of the model's temporal downsampling, 4 or "
+    "8); 0 = direct (the whole clip at once); default: auto, chunks of about 16 frames at "
+    "256x256 (64 at 128x128, 4 at 512x512) when the clip is longer (wfvae_jax.api.auto_t_chunk)"
+)
+
+
+def auto_t_chunk(config: WFVAEConfig, num_frames: int, height: int, width: int) -> int:
+    """The Causal Cache chunk :func:`encode` / :func:`decode` / :func:`reconstruct` use by default.
+
+    The one rule (static: shapes and config only, never values or the device): a chunk holds
+    ``m`` latent frames, ``m = max(1, AUTO_CHUNK_PIXELS // (height * width * d))`` with
+    ``d = config.temporal_downsample``, i.e. ``d m`` video frames, about ``AUTO_CHUNK_PIXELS``
+    video pixels (at least one latent frame). A clip that fits in its first frame plus one chunk
+    (``num_frames - 1 <= d m``), and every ``norm_type="groupnorm"`` model (not exact in chunks),
+    runs direct.
+
+    Args:
+      config: the model's config.
+      num_frames: video frames ``T = 1 + d k`` (for :func:`decode`: ``config.video_frames(t)``).
+      height, width: video frame size in pixels (for :func:`decode`: 8 times the latent's).
+    Returns:
+      the encoder chunk in video frames (a multiple of ``d``; the decoder's is
+      ``config.latent_chunk`` of it, i.e. ``m`` latent frames), or 0 for direct inference.
+    Raises:
+      ValueError: ``num_frames`` not ``1 + d k``, or a non-positive height or width.
+    """
+    config.check_num_frames(num_frames)
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be positive, got {height}x{width}")
+    if config.norm_type == "groupnorm":
+        return 0
+    d = config.temporal_downsample
+    chunk = d * max(1, AUTO_CHUNK_PIXELS // (height * width * d))
+    return 0 if num_frames - 1 <= chunk else chunk
+
+
+def _resolve_chunk(t_chunk: int | None, auto: Any, return_taps: bool) -> int | None:
+    """``t_chunk`` as the runners take it: None = direct, else a chunk (checked by them)."""
+    if t_chunk is None:
+        return None if return_taps else (auto() or None)
+    if isinstance(t_chunk, bool) or not isinstance(t_chunk, (int, np.integer)) or t_chunk < 0:
+        raise ValueError(
+            f"t_chunk must be None (auto), 0 (direct) or a chunk size, got {t_chunk!r}"
+        )
+    if t_chunk and return_taps:
+        raise ValueError("return_taps is only available with direct inference (t_chunk=0)")
+    return int(t_chunk) or None
+
+
+def _auto_encode_chunk(video: Any, config: WFVAEConfig) -> Any:
+    _, t, h, w, _ = getattr(video, "shape", None) or np.shape(video)
+    return lambda: auto_t_chunk(config, t, h, w)
+
+
+def _auto_decode_chunk(z: Any, config: WFVAEConfig) -> Any:
+    _, t, h, w, _ = getattr(z, "shape", None) or np.shape(z)
+    s = config.spatial_downsample
+
+    def chunk() -> int:
+        if min(t, h, w) < 1:
+            return 0  # an empty latent: nothing to chunk
+        c = auto_t_chunk(config, config.video_frames(t), s * h, s * w)
+        return config.latent_chunk(c) if c else 0
+
+    return chunk
+
+
 @functools.partial(jax.jit, static_argnames=("config", "dtype", "mesh"))
 def _encode(params: Params, video: jnp.ndarray, config: WFVAEConfig, dtype: Any, mesh=None):
     with sharding.constrain(mesh):
@@ -158,8 +235,11 @@ def encode(
       dtype: compute dtype, ``jnp.float32`` or ``jnp.bfloat16`` (or its name, see
         :func:`parse_dtype`).
       t_chunk: video frames per Causal Cache chunk (a multiple of ``d``) for bounded memory;
-        ``None`` encodes the whole clip at once. Both give the same result (layernorm models).
-      return_taps: also return the encoder's ``(W2, W3)`` coefficients (direct mode only).
+        ``0`` encodes the whole clip at once; ``None`` (default) chooses by
+        :func:`auto_t_chunk` (direct for short clips). All give the same result (layernorm
+        models; to float rounding, ~1e-6).
+      return_taps: also return the encoder's ``(W2, W3)`` coefficients; implies direct
+        inference (an error with ``t_chunk > 0``).
       mesh: a ``jax.sharding.Mesh`` with axes ``"data"`` (batch) and/or ``"space"`` (height):
         the video, every activation and the result are split over it (``wfvae_jax.sharding``);
         same result as one device. ``None``: the default device.
@@ -174,11 +254,10 @@ def encode(
     """
     validate_video(video, config)
     dtype = parse_dtype(dtype)
+    t_chunk = _resolve_chunk(t_chunk, _auto_encode_chunk(video, config), return_taps)
     if mesh is not None:
         mesh, params, video = sharding.place(params, video, mesh, "video", 8)
     if t_chunk is not None:
-        if return_taps:
-            raise ValueError("return_taps is only available without t_chunk")
         from wfvae_jax.causal_cache import encode_chunked
 
         return encode_chunked(params, video, config, t_chunk, dtype=dtype, mesh=mesh)
@@ -200,8 +279,11 @@ def decode(
 
     Args:
       z: ``(B, t, h, w, latent_dim)`` latent (e.g. ``posterior.mode()``).
-      t_chunk: latent frames per Causal Cache chunk (>= 1), or ``None`` for direct decoding.
-      return_taps: also return the decoder's ``(W2^, W3^)`` coefficients for the WL loss.
+      t_chunk: latent frames per Causal Cache chunk (>= 1); ``0``: direct decoding; ``None``
+        (default): :func:`auto_t_chunk` (``config.latent_chunk`` of its video-frame chunk for
+        the decoded clip; direct for short clips).
+      return_taps: also return the decoder's ``(W2^, W3^)`` coefficients for the WL loss;
+        implies direct decoding (an error with ``t_chunk > 0``).
       mesh: as for :func:`encode`; the latent's h must be divisible by the ``"space"`` size.
     Returns:
       ``(B, d(t - 1) + 1, 8h, 8w, 3)`` (``d = config.temporal_downsample``) in ``dtype``
@@ -214,11 +296,10 @@ def decode(
     """
     validate_latent(z, config)
     dtype = parse_dtype(dtype)
+    t_chunk = _resolve_chunk(t_chunk, _auto_decode_chunk(z, config), return_taps)
     if mesh is not None:
         mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is not None:
-        if return_taps:
-            raise ValueError("return_taps is only available without t_chunk")
         from wfvae_jax.causal_cache import decode_chunked
 
         return decode_chunked(params, z, config, t_chunk, dtype=dtype, mesh=mesh)
@@ -244,7 +325,8 @@ def reconstruct(
       video: ``(B, T, H, W, 3)`` float in [-1, 1], ``T = 1 + k * config.temporal_downsample``,
         H and W multiples of 8.
       t_chunk: Causal Cache chunk in video frames (encoder); the decoder gets
-        ``config.latent_chunk(t_chunk)`` latent frames per chunk. ``None``: direct inference.
+        ``config.latent_chunk(t_chunk)`` latent frames per chunk. ``0``: direct inference;
+        ``None`` (default): :func:`auto_t_chunk` for both (direct for short clips).
       dtype: compute dtype (see :func:`parse_dtype`).
       lc: LC-VAE settings (``wfvae_jax.lc.LCSettings``) or ``None``: the latent is compressed
         (Multi-WT, mask, inverse) before decoding, as ``LCVAE``'s forward pass does.
@@ -260,7 +342,7 @@ def reconstruct(
     dtype = parse_dtype(dtype)
     z = encode(params, video, config, dtype=dtype, t_chunk=t_chunk, mesh=mesh).mode()
     zc = z if lc is None else lc.compress(z)
-    dec_chunk = None if t_chunk is None else config.latent_chunk(t_chunk)
+    dec_chunk = t_chunk and config.latent_chunk(t_chunk)  # None: auto, 0: direct
     y = decode(params, zc, config, dtype=dtype, t_chunk=dec_chunk, mesh=mesh)
     y = y.astype(jnp.float32)
     return (y, z.astype(jnp.float32)) if return_latent else y
@@ -285,10 +367,12 @@ def lower_encode(
     """AOT lowering of the computation :func:`encode` runs for these arguments (same checks).
 
     ``.compile()`` it for compile time and ``memory_analysis()`` (per device with ``mesh``);
-    ``video`` and the params may be ``jax.ShapeDtypeStruct``.
+    ``video`` and the params may be ``jax.ShapeDtypeStruct``. ``t_chunk`` as for :func:`encode`
+    (``None``: :func:`auto_t_chunk`, ``0``: direct).
     """
     validate_video(_stand_in(video), config)
     dtype = parse_dtype(dtype)
+    t_chunk = _resolve_chunk(t_chunk, _auto_encode_chunk(video, config), False)
     if mesh is not None:
         mesh, params, video = sharding.place(params, video, mesh, "video", 8)
     if t_chunk is None:
@@ -308,9 +392,11 @@ def lower_decode(
     t_chunk: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> jax.stages.Lowered:
-    """AOT lowering of the computation :func:`decode` runs for these arguments (same checks)."""
+    """AOT lowering of the computation :func:`decode` runs for these arguments (same checks;
+    ``t_chunk`` as for :func:`decode`)."""
     validate_latent(_stand_in(z), config)
     dtype = parse_dtype(dtype)
+    t_chunk = _resolve_chunk(t_chunk, _auto_decode_chunk(z, config), False)
     if mesh is not None:
         mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is None:

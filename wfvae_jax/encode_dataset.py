@@ -26,7 +26,8 @@ worker processes (``--worker_count``) while the devices encode the previous batc
 ``batch_size / process_count`` clips of one shard from each process and is sharded over a
 ``("data", "space")`` mesh of every device (``--mesh data=D,space=S``; default ``data=`` all
 devices): clips over ``data``, each clip's height over ``space`` (``wfvae_jax.sharding``).
-With ``--t_chunk`` clips go through Causal Cache.
+Long clips go through Causal Cache (``--t_chunk``; default: ``wfvae_jax.auto_t_chunk``; 0: each
+clip at once).
 Results are written to the shard's temporary file; after the shard's last clip it is renamed and
 its marker written. Processes that run out of clips keep stepping with empty batches until all
 are done (one small all-gather per step decides when).
@@ -66,7 +67,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from wfvae_jax.api import DTYPES, encode, parse_dtype
+from wfvae_jax.api import DTYPES, T_CHUNK_HELP, encode, parse_dtype
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.data.sources import find_videos, window_span
@@ -391,7 +392,8 @@ class EncodeOptions:
       batch_size: global clips per step, a multiple of the device count (``None``: one clip per
         device).
       dtype: compute dtype name (``COMPUTE_DTYPES``).
-      t_chunk: Causal Cache chunk in video frames, or None to encode each clip at once.
+      t_chunk: Causal Cache chunk in video frames; 0 encodes each clip at once; None: the
+        default rule (``wfvae_jax.auto_t_chunk``: long clips in chunks).
       store: ``"mean_logvar"`` (the posterior) or ``"sample"`` (one draw per clip).
       storage_dtype: ``fmt.STORAGE_DTYPES`` name of the stored arrays.
       seed: seed of the ``"sample"`` draws (``fmt.sample_key_data``).
@@ -929,7 +931,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame_stride", type=int, default=1)
     p.add_argument("--clips_per_video", type=int, default=1, help="consecutive clips per video")
     p.add_argument("--batch_size", type=int, default=None, help="global (default: 1 per device)")
-    p.add_argument("--t_chunk", type=int, default=None, help="Causal Cache chunk (frames)")
+    p.add_argument("--t_chunk", type=int, default=None, help=T_CHUNK_HELP)
     p.add_argument("--dtype", default="float32", choices=tuple(COMPUTE_DTYPES))
     p.add_argument("--store", default="mean_logvar", choices=fmt.STORES)
     p.add_argument("--storage_dtype", default="float32", choices=tuple(fmt.STORAGE_DTYPES))

@@ -108,7 +108,8 @@ def compute_latent_stats(
         float32 ``(T, H, W, 3)`` in [-1, 1], all one shape).
       batch_size: clips per encoder call (a short last batch is padded, not counted twice).
       dtype: encoder compute dtype (``wfvae_jax.api.parse_dtype``).
-      t_chunk: Causal Cache chunk in video frames (multiple of 4), or None.
+      t_chunk: Causal Cache chunk in video frames (a multiple of the model's
+        ``temporal_downsample``); 0: direct; None: ``wfvae_jax.auto_t_chunk``.
       sample: use posterior samples (``seed``-determined) instead of posterior means.
     Returns:
       ``{"mean": [C floats], "std": [C floats], "shift": mean, "scale": 1 / std,
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     FileNotFoundError for bad flags, a missing model or video folder.
     """
     from wfvae_jax import video_io
-    from wfvae_jax.api import DTYPES
+    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
     from wfvae_jax.checkpoint import load_model
     from wfvae_jax.cli_errors import UserError
     from wfvae_jax.eval.cli import (
@@ -220,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add_data_args(parser, num_frames=33, resolution=256)
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--t_chunk", type=int, default=None, help="Causal Cache chunk (frames)")
+    parser.add_argument("--t_chunk", type=int, default=None, help=T_CHUNK_HELP)
     parser.add_argument(
         "--sample", action="store_true", help="posterior samples instead of posterior means"
     )

@@ -4,7 +4,7 @@ Usage::
 
     wfvae reconstruct --checkpoint DIR --input VIDEO --output OUT.mp4 \
         [--num_frames 33] [--resolution 256 | HxW | native] [--crop center|none] \
-        [--frame_stride 1] [--start 0] [--t_chunk 16] [--dtype float32|bfloat16]
+        [--frame_stride 1] [--start 0] [--t_chunk auto|0|16] [--dtype float32|bfloat16]
     python -m wfvae_jax reconstruct ...        # the same, without the console script
     python -m wfvae_jax.recon_video ...        # the same (named after the reference's script)
     python -m wfvae_jax.reconstruct ...        # the earlier spelling, still accepted
@@ -15,7 +15,9 @@ them with ``wfvae_jax.reconstruct`` (posterior mode; an LC-VAE checkpoint's comp
 and writes OUT.mp4 at the source frame rate divided by ``frame_stride``, OUT.png (rows: input |
 reconstruction | 4x absolute error) and OUT.json (metrics, geometry and timings); prints PSNR/SSIM
 and the wall time of the first call (compilation included) and a second, steady-state call.
-PSNR/SSIM run in chunks of frames, so with ``--t_chunk`` the peak memory is the model's.
+PSNR/SSIM run in chunks of frames, so the peak memory is the model's. ``--t_chunk`` is the Causal
+Cache chunk in video frames; by default long clips are chunked (``wfvae_jax.api.auto_t_chunk``),
+``--t_chunk 0`` runs the whole clip at once.
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ def _timed(fn, *args):
 
 
 def check_t_chunk(t_chunk: int | None, config: Any) -> None:
-    """Raises UserError unless ``--t_chunk`` is a positive multiple of the model's
-    ``temporal_downsample`` (video frames per Causal Cache chunk)."""
+    """Raises UserError unless ``--t_chunk`` is 0 (direct), None (auto) or a positive multiple
+    of the model's ``temporal_downsample`` (video frames per Causal Cache chunk)."""
     d = config.temporal_downsample
-    if t_chunk is not None and (t_chunk < d or t_chunk % d):
+    if t_chunk and (t_chunk < d or t_chunk % d):
         near = max(d, round(t_chunk / d) * d)
         raise UserError(
-            f"--t_chunk must be a positive multiple of {d} video frames, got {t_chunk}",
+            f"--t_chunk must be 0 (direct) or a positive multiple of {d} video frames, "
+            f"got {t_chunk}",
             hint=f"pass --t_chunk {near}",
         )
 
@@ -143,7 +146,8 @@ def reconstruct_file(
         "shape": list(x.shape),
         "latent_shape": list(z.shape),
         "dtype": dtype,
-        "t_chunk": t_chunk,
+        # The encoder chunk used (0: direct); the default is the auto rule's.
+        "t_chunk": wfvae_jax.auto_t_chunk(config, *x.shape[1:4]) if t_chunk is None else t_chunk,
         "mesh": mesh,
         "lc": None if lc is None else lc.to_dict(),
         "psnr": float(np.mean(frame_psnr)),
@@ -159,14 +163,14 @@ def reconstruct_file(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wfvae_jax.api import DTYPES
+    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
 
     ap = argparse.ArgumentParser(description="Encode and decode a real video with WF-VAE.")
     ap.add_argument("--checkpoint", required=True, help="converted checkpoint directory")
     ap.add_argument("--input", required=True, help="video file (anything FFmpeg decodes)")
     ap.add_argument("--output", required=True, help="output .mp4 (also writes .png and .json)")
     video_io.add_clip_args(ap, num_frames=33, resolution="256")
-    ap.add_argument("--t_chunk", type=int, default=None, help="Causal Cache chunk (video frames)")
+    ap.add_argument("--t_chunk", type=int, default=None, help=T_CHUNK_HELP)
     ap.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
     sharding.add_mesh_arg(ap)
     return ap

@@ -113,7 +113,7 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wfvae_jax.api import DTYPES
+    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
 
     parser = argparse.ArgumentParser(
         description="Reconstruction metrics of a WF-VAE (PSNR, SSIM, LPIPS-alex, FVD) as in the "
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--t_chunk",
         type=int,
         default=None,
-        help="Causal Cache chunk in video frames (multiple of 4); default: whole clip at once",
+        help=T_CHUNK_HELP,
     )
     g.add_argument(
         "--causal_cache",

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wfvae_jax import sharding
-from wfvae_jax.api import parse_dtype, reconstruct
+from wfvae_jax.api import auto_t_chunk, parse_dtype, reconstruct
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.eval.clips import EvalClip
 from wfvae_jax.eval.report import write_clip_outputs, write_results
@@ -57,7 +57,8 @@ class EvalOptions:
       dtype: model compute dtype, "float32" or "bfloat16" (the reference evaluates in bf16).
       t_chunk: Causal Cache chunk in video frames (a multiple of the model's
         ``temporal_downsample``; the decoder uses ``config.latent_chunk(t_chunk)`` latent
-        frames); ``None`` runs each clip at once.
+        frames); ``0`` runs each clip at once; ``None``: ``wfvae_jax.auto_t_chunk`` for the
+        clips' shape (the chunk used is recorded in the results, 0 = direct).
       causal_cache: also run the other mode (direct vs Causal Cache chunks) on the same clips
         and report both (paper Table 5); chunks of ``t_chunk`` or, if unset, 8 frames.
       lpips_weights: AlexNet backbone for LPIPS (see ``wfvae_jax.metrics.lpips``); ``None``
@@ -89,8 +90,10 @@ class EvalOptions:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         parse_dtype(self.dtype)
-        if self.t_chunk is not None and self.t_chunk < 1:
-            raise ValueError(f"t_chunk must be a positive number of frames, got {self.t_chunk}")
+        if self.t_chunk is not None and self.t_chunk < 0:
+            raise ValueError(
+                f"t_chunk must be 0 (direct) or a positive number of frames, got {self.t_chunk}"
+            )
         if self.mesh and self.batch_size % sharding.parse_mesh(self.mesh)["data"]:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of the mesh's data devices "
@@ -279,7 +282,7 @@ def evaluate(
     other_chunk = None
     if options.causal_cache:
         other_chunk = main_chunk or DEFAULT_CAUSAL_CACHE_T_CHUNK
-        main_chunk = None  # the headline numbers are the direct ones; chunked ones are compared
+        main_chunk = 0  # the headline numbers are the direct ones; chunked ones are compared
     d = config.temporal_downsample
     for tc in (main_chunk, other_chunk):
         if tc is not None and tc % d:
@@ -294,6 +297,8 @@ def evaluate(
         x_pad = _stack_padded(batch, options.batch_size)
         if shape is None:
             shape = x_pad.shape[1:]
+            if main_chunk is None:  # the default: the one rule, for this clip shape
+                main_chunk = auto_t_chunk(config, *shape[:3])
             scorer = _FrameScorer(options.lpips_weights, shape[1:3])
             fvd = _FvdCollector(options.fvd, shape[0], fvd_feature_fn, options.i3d_weights)
         elif x_pad.shape[1:] != shape:

@@ -78,7 +78,7 @@ def format_markdown(results: dict[str, Any]) -> str:
         + (f", frame stride {s['frame_stride']}" if "frame_stride" in s else "")
         + ", first frames, short side resized + centre crop",
         f"- inference: posterior mode, {s['dtype']}, "
-        + ("direct" if s["t_chunk"] is None else f"Causal Cache chunks of {s['t_chunk']} frames"),
+        + ("direct" if not s["t_chunk"] else f"Causal Cache chunks of {s['t_chunk']} frames"),
         "- metrics on float frames clamped to [-1, 1]"
         + (", quantised to uint8" if s["quantize_uint8"] else "")
         + f"; PSNR capped at {s['psnr_cap_db']:g} dB; LPIPS: AlexNet; FVD: I3D over the whole set",

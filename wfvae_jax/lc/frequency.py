@@ -302,7 +302,7 @@ def _parse_levels(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from wfvae_jax import video_io
-    from wfvae_jax.api import DTYPES
+    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
 
     p = argparse.ArgumentParser(
         prog="wfvae analyze",
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", type=_parse_levels, default=[0, 2], help="Multi-WT depths, '0,2'")
     p.add_argument("--time_mode", choices=lc.TIME_MODES, default="causal")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="encoder compute")
-    p.add_argument("--t_chunk", type=int, default=None, help="Causal Cache chunk (video frames)")
+    p.add_argument("--t_chunk", type=int, default=None, help=T_CHUNK_HELP)
     return p
 
 
