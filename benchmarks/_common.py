@@ -107,6 +107,45 @@ class MemoryProbe:
         }
 
 
+# ----------------------------------------------------------------------------- arguments
+
+
+def check_frames(parser: Any, models: Sequence[str], frames: Sequence[int]) -> None:
+    """``parser.error`` unless every T is a valid frame count of every model (the config's
+    rule, ``WFVAEConfig.check_num_frames``: ``1 + d k``, ``d = temporal_downsample``)."""
+    from wfvae_jax.config import get_config
+
+    for name in models:
+        try:
+            cfg = get_config(name)
+            for t in frames:
+                cfg.check_num_frames(t)
+        except ValueError as e:
+            parser.error(f"{name}: {e}")
+
+
+def check_enc_chunk(parser: Any, models: Sequence[str], t_chunk: int) -> None:
+    """``parser.error`` unless ``t_chunk`` (video frames) is a positive multiple of every model's
+    ``temporal_downsample``."""
+    from wfvae_jax.config import get_config
+
+    for name in models:
+        d = get_config(name).temporal_downsample
+        if t_chunk < d or t_chunk % d:
+            parser.error(f"--enc-chunk must be a positive multiple of {d} for {name}")
+
+
+def api_t_chunk(t_chunk: int | None) -> int | None:
+    """A spec's ``t_chunk`` (None = direct) as the measured ``wfvae_jax`` takes it: ``0`` forces
+    direct where ``None`` means the automatic chunk (``api.auto_t_chunk``); older trees (measured
+    with ``--package-dir``) have no auto chunk and take ``None``."""
+    import wfvae_jax.api
+
+    if t_chunk is None and hasattr(wfvae_jax.api, "auto_t_chunk"):
+        return 0
+    return t_chunk
+
+
 # ----------------------------------------------------------------------------- JAX setup
 
 
@@ -429,7 +468,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Child-process worker: compiles (``phase="compile"``) or runs (``phase="run"``) one op.
 
     ``spec`` keys: ``op`` ("encode"/"decode"), ``model`` (config name), ``size`` (H = W),
-    ``frames`` (video T = 1 + 4k), ``t_chunk`` (None = direct; video frames for encode, latent
+    ``frames`` (video T = 1 + d k), ``t_chunk`` (None = direct; video frames for encode, latent
     frames for decode), ``dtype`` ("float32"/"bfloat16"), ``batch``, ``warm_runs``,
     ``warm_budget_s``, ``cache_dir``, ``seed``. Encode gets a uniform [-1, 1] video, decode a
     standard-normal latent of the matching shape; weights are :func:`random_params`.
@@ -442,7 +481,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     hits = CacheHitCounter()
     cfg = wfvae_jax.get_config(spec["model"])
     dtype = wfvae_jax.parse_dtype(spec["dtype"])
-    op, tc = spec["op"], spec["t_chunk"]
+    op, tc = spec["op"], api_t_chunk(spec["t_chunk"])
     b, t, s = spec.get("batch", 1), spec["frames"], spec["size"]
     rng = np.random.default_rng(spec.get("seed", 0))
     params = random_params(cfg, spec.get("seed", 0))

@@ -42,7 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="WF-VAE-S")
     p.add_argument("--size", type=int, default=256, help="H = W in pixels (multiple of 8)")
-    p.add_argument("--frames", default="17,33,65,129", help="comma list of T = 1 + 4k")
+    p.add_argument(
+        "--frames", default="17,33,65,129", help="comma list of T = 1 + d k (d: the model's)"
+    )
     p.add_argument("--enc-chunk", type=int, default=8, help="encoder t_chunk, video frames")
     p.add_argument("--dec-chunk", type=int, default=4, help="decoder t_chunk, latent frames")
     p.add_argument("--ops", default="encode,decode")
@@ -81,13 +83,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.frames = [int(f) for f in args.frames.split(",")]
     args.ops = args.ops.split(",")
     args.modes = args.modes.split(",")
-    bad = [f for f in args.frames if f < 1 or (f - 1) % 4]
-    if bad:
-        p.error(f"frames must be 1 + 4k, got {bad}")
+    C.check_frames(p, [args.model], args.frames)
     if args.size % 8:
         p.error("--size must be a multiple of 8")
-    if args.enc_chunk % 4 or args.enc_chunk < 4:
-        p.error("--enc-chunk must be a positive multiple of 4 (video frames)")
+    C.check_enc_chunk(p, [args.model], args.enc_chunk)
     return args
 
 

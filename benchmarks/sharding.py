@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="WF-VAE-S")
     p.add_argument("--sizes", default="256,512", help="comma list of H = W (multiples of 8*N)")
-    p.add_argument("--frames", type=int, default=33, help="video frames T = 1 + 4k")
+    p.add_argument("--frames", type=int, default=33, help="video frames T = 1 + d k")
     p.add_argument("--space", default="1,2,4", help="comma list of 'space' device counts")
     p.add_argument("--enc-chunk", type=int, default=8, help="encoder t_chunk, video frames")
     p.add_argument("--dec-chunk", type=int, default=2, help="decoder t_chunk, latent frames")
@@ -63,6 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.space = [int(s) for s in args.space.split(",")]
     args.ops, args.modes = args.ops.split(","), args.modes.split(",")
+    if args.child is None:
+        C.check_frames(p, [args.model], [args.frames])
+        C.check_enc_chunk(p, [args.model], args.enc_chunk)
     return args
 
 
@@ -101,6 +104,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     probe = C.MemoryProbe()
     probe.set_baseline()
     t0 = time.perf_counter()
+    tc = C.api_t_chunk(tc)
     lowered = lower(_abstract(shapes, rep), x, cfg, dtype=dtype, t_chunk=tc, mesh=mesh)
     compiled = lowered.compile()
     ma = compiled.memory_analysis()
