@@ -470,14 +470,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     ``spec`` keys: ``op`` ("encode"/"decode"), ``model`` (config name), ``size`` (H = W),
     ``frames`` (video T = 1 + d k), ``t_chunk`` (None = direct; video frames for encode, latent
     frames for decode), ``dtype`` ("float32"/"bfloat16"), ``batch``, ``warm_runs``,
-    ``warm_budget_s``, ``cache_dir``, ``seed``. Encode gets a uniform [-1, 1] video, decode a
+    ``warm_budget_s``, ``cache_dir``, ``seed``, ``precision`` (optional
+    ``jax_default_matmul_precision``). Encode gets a uniform [-1, 1] video, decode a
     standard-normal latent of the matching shape; weights are :func:`random_params`.
     """
+    import jax
     import numpy as np
 
     import wfvae_jax
 
     enable_compilation_cache(spec["cache_dir"])
+    if spec.get("precision"):
+        jax.config.update("jax_default_matmul_precision", spec["precision"])
     hits = CacheHitCounter()
     cfg = wfvae_jax.get_config(spec["model"])
     dtype = wfvae_jax.parse_dtype(spec["dtype"])
