@@ -89,6 +89,7 @@ def test_rule_rejects_bad_frames_and_groupnorm():
     assert api.auto_t_chunk(cfg.replace(norm_type="groupnorm"), 129, 512, 512) == 0
 
 
+@pytest.mark.slow  # compiles direct and chunked encode and decode
 @pytest.mark.parametrize("ckpt", ["tiny", "tiny888"])
 def test_auto_equals_direct(request, monkeypatch, spy, ckpt):
     """A long clip (budget lowered to 8 frames of 32x32 for the test) is chunked by default and
