@@ -6,6 +6,7 @@ project dependency, nothing of the reference is copied (it is imported from ``--
 
     python benchmarks/vs_reference.py --reference /path/to/WF-VAE \\
         --torch_python /path/to/torch-venv/bin/python [--only 'S-256-*'] [--with_l] [--quick]
+    python benchmarks/vs_reference.py --from_json A.json [B.json ...]   # reprint / merge runs
 
 Method. For each model it builds the reference's own ``WFVAEModel`` with our config's fields
 (random PyTorch init, seeded), ``save_pretrained``s it, converts that with
@@ -104,8 +105,8 @@ def parse_chunks(text: str) -> tuple[int, int] | None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reference", required=True, help="root of a PKU-YuanGroup/WF-VAE checkout")
-    p.add_argument("--torch_python", required=True, help="a Python with CPU torch + diffusers")
+    p.add_argument("--reference", help="root of a PKU-YuanGroup/WF-VAE checkout (required)")
+    p.add_argument("--torch_python", help="a Python with CPU torch + diffusers (required)")
     p.add_argument("--only", default=None, help="comma list of fnmatch patterns of config names")
     p.add_argument("--with_l", action="store_true", help="add WF-VAE-L at 33x256x256")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny config, 17x32x32")
@@ -126,7 +127,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--timeout", type=float, default=1800.0, help="per process, seconds")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
+    p.add_argument(
+        "--from_json",
+        nargs="+",
+        default=None,
+        help="only print the table of saved run(s), merged (a later file's configuration "
+        "replaces an earlier one of the same name)",
+    )
     args = p.parse_args(argv)
+    if args.from_json:
+        return args
+    for flag in ("reference", "torch_python"):
+        if not getattr(args, flag):
+            p.error(f"--{flag} is required")
     try:
         args.chunks = parse_chunks(args.our_chunks)
         args.configs = select(all_configs(args.with_l, args.quick), args.only)
@@ -473,11 +486,27 @@ def table(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged_table(paths: list[str]) -> str:
+    """The table of saved runs; rows keep the first file's order, later files replace rows."""
+    rows: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        info = info or run["info"]
+        for row in run["results"]:
+            rows[row["name"]] = row
+    return table(list(rows.values()), info)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "--worker":
         worker_main(argv[1], json.loads(argv[2]))
         return 0
     args = parse_args(argv)
+    if args.from_json:
+        print(merged_table(args.from_json), flush=True)
+        return 0
     sys.path.insert(0, REPO)
     t0 = time.time()
     paths = prepare(args)

@@ -58,6 +58,7 @@ def test_arguments(vs, tmp_path, capsys):
         (ok + ["--only", "nothing"], "matches no configuration"),
         (ok + ["--our_chunks", "x"], "our_chunks"),
         (ok + ["--warm", "0"], "--warm"),
+        (["--torch_python", sys.executable], "--reference is required"),
     ]:
         with pytest.raises(SystemExit) as e:
             vs.parse_args(bad)
@@ -90,3 +91,21 @@ def test_table_and_ratios(vs):
     assert "chunked (ref enable_tiling 4/2 / ours t_chunk=?)" in text
     assert "S-256-33-decode-chunked ours: MemoryError" in text
     assert "WF-VAE-S reference 330 MiB" in text
+
+
+def test_from_json_merges_runs(vs, tmp_path, capsys):
+    def run(warm):
+        row = dict(
+            vs.all_configs()[0],
+            reference=dict(first_s=1.0, warm_s=[4.0], peak_rss_mib=100.0),
+            ours=dict(first_s=1.0, warm_s=[warm], peak_rss_mib=50.0, t_chunk=0),
+        )
+        return {"info": {"warm": 1}, "results": [row]}
+
+    paths = []
+    for i, warm in enumerate((4.0, 2.0)):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(__import__("json").dumps(run(warm)))
+    assert vs.main(["--from_json", *map(str, paths)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| WF-VAE-S |") == 1 and "2.00× speed, 0.50× memory" in out
