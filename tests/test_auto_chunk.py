@@ -158,3 +158,16 @@ def test_lowering_follows_the_rule(tiny, monkeypatch):
     assert text(api.lower_encode, video, t_chunk=0) != text(api.lower_encode, video, t_chunk=8)
     assert text(api.lower_decode, z) == text(api.lower_decode, z, t_chunk=2)
     assert text(api.lower_decode, z, t_chunk=0) != text(api.lower_decode, z, t_chunk=2)
+
+
+def test_cli_t_chunk_check():
+    from wfvae_jax.cli_errors import UserError
+    from wfvae_jax.recon_video import check_t_chunk
+
+    cfg = get_config("WF-VAE-S")
+    for ok in (None, 0, 4, 16):
+        check_t_chunk(ok, cfg)
+    with pytest.raises(UserError, match="0 \\(direct\\) or a positive multiple of 4") as e:
+        check_t_chunk(6, cfg)
+    assert e.value.hint == "pass --t_chunk 8"
+    assert "0 = direct" in api.T_CHUNK_HELP and "auto" in api.T_CHUNK_HELP

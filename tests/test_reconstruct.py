@@ -77,6 +77,7 @@ def test_chunked_reconstruction_matches_direct(converted, tmp_path):
     a = reconstruct_file(str(converted), str(CLIP), str(tmp_path / "a.mp4"), spec)
     b = reconstruct_file(str(converted), str(CLIP), str(tmp_path / "b.mp4"), spec, t_chunk=8)
     assert abs(a["psnr"] - b["psnr"]) < 1e-4
+    assert (a["t_chunk"], b["t_chunk"]) == (0, 8)  # the chunk used: auto is direct for 17x32x32
 
 
 def test_reconstruct_metrics_run_in_bounded_chunks(converted, tmp_path, monkeypatch):

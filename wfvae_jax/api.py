@@ -147,7 +147,8 @@ def auto_t_chunk(config: WFVAEConfig, num_frames: int, height: int, width: int) 
     ``d = config.temporal_downsample``, i.e. ``d m`` video frames, about ``AUTO_CHUNK_PIXELS``
     video pixels (at least one latent frame). A clip that fits in its first frame plus one chunk
     (``num_frames - 1 <= d m``), and every ``norm_type="groupnorm"`` model (not exact in chunks),
-    runs direct.
+    runs direct. The rule is per clip: the batch size and a ``mesh`` (which splits the height
+    over devices, so each holds less) do not change it.
 
     Args:
       config: the model's config.
