@@ -25,7 +25,8 @@ ours is faster), memory = ours peak / reference peak (< 1: ours is lighter).
 
 Writes ``benchmarks/results/vs_reference_<tag>.json`` (``--out``) and prints a markdown table.
 ``--quick`` is a smoke run (the tiny config, 17x32x32, 1 warm call; a minute or two). The full
-WF-VAE-S set takes about 25 min on a 2-core CPU; run it on a quiet machine.
+WF-VAE-S set (10 configurations, 20 processes) takes about 25-30 min on a 2-core CPU; run it on a
+quiet machine.
 """
 
 from __future__ import annotations
