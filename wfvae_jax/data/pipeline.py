@@ -51,7 +51,9 @@ def make_video_dataset(
     ``video`` is float32 in ``[-1, 1]`` with ``T = num_frames`` frames ``frame_stride`` decoded
     frames apart (a random window of each video), ``H, W = resolution`` (int -> square) after an
     antialiased short-side resize and a ``crop`` (``"random"`` or ``"center"``); ``key`` is the
-    int64 record key of each clip in ``source``.
+    int64 record key of each clip in ``source``. For a ``VideoFolderSource`` batches also hold
+    ``skipped_key`` (B,): the key of a file that failed to read during training and was replaced
+    by the next readable record (``SampleClip``), else -1.
 
     Order and randomness are a pure function of the arguments: the sampler shuffles record keys
     per epoch with ``seed`` and ``SampleClip`` draws from grain's per-record rng (seeded by
@@ -118,7 +120,14 @@ def make_video_dataset(
     if not isinstance(source, VideoFolderSource):
         operations.append(LongEnough(span))
     operations += [
-        SampleClip(num_frames, frame_stride, resolution, crop=crop, resample=resample),
+        SampleClip(
+            num_frames,
+            frame_stride,
+            resolution,
+            crop=crop,
+            resample=resample,
+            source=source if isinstance(source, VideoFolderSource) else None,
+        ),
         grain.transforms.Batch(batch_size=batch_size, drop_remainder=True),
     ]
     if worker_count > 0:

@@ -116,7 +116,11 @@ def build_video_index(
     entries: dict[str, dict] = {}
     todo = []
     for rel in files:
-        st = os.stat(os.path.join(root, rel))
+        try:
+            st = os.stat(os.path.join(root, rel))
+        except OSError as e:  # deleted (or made unreadable) since the listing
+            entries[rel] = {"size": -1, "mtime_ns": -1, "frames": 0, "error": f"missing: {e}"}
+            continue
         old = cached.get(rel)
         if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
             entries[rel] = old
@@ -205,6 +209,32 @@ class VideoFolderSource:
                 f"{self.num_unreadable} unreadable, {self.num_too_short} shorter than "
                 f"{self.min_frames} frames"
             )
+
+    def mark_unreadable(self, record_key: int, reason: str) -> bool:
+        """Counts record ``record_key`` as unreadable, as if the scan had found it so; returns
+        whether it was new. Called by the train loop when a file fails during training (deleted
+        or corrupted after the scan); the record stays in the index, so keys and the data order
+        do not move, and ``SampleClip`` reads a neighbour in its place (see there)."""
+        path = self.paths[int(record_key)]
+        if path in self.skipped:
+            return False
+        self.num_unreadable += 1
+        self.skipped[path] = f"unreadable during training: {reason}"
+        logger.warning("skipping video %s (%s)", path, self.skipped[path])
+        return True
+
+    def manifest(self) -> dict:
+        """What the data order depends on, for the checkpoint (``train.checkpointing``):
+        ``{"root", "min_frames", "videos": [[relative path, decodable frames], ...]}`` (sorted,
+        the record keys' order)."""
+        return {
+            "root": self.root,
+            "min_frames": self.min_frames,
+            "videos": [
+                [os.path.relpath(p, self.root), n]
+                for p, n in zip(self.paths, self.frames, strict=True)
+            ],
+        }
 
     @property
     def skipped_counts(self) -> dict[str, int]:

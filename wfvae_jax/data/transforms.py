@@ -9,7 +9,9 @@ restored iterator state reproduce the same batches.
 
 from __future__ import annotations
 
+import copy
 import logging
+from typing import Any
 
 import grain
 import numpy as np
@@ -21,13 +23,23 @@ logger = logging.getLogger(__name__)
 
 
 class SampleClip(grain.transforms.RandomMap):
-    """Record -> ``{"video": float32 (num_frames, h, w, 3) in [-1, 1], "key": int64}``.
+    """Record -> ``{"video": float32 (num_frames, h, w, 3) in [-1, 1], "key": int64}`` (plus
+    ``"skipped_key": int64`` with a ``source``).
 
     Draws the window start uniformly in ``[0, frames - span]`` (``span = (num_frames - 1) *
     frame_stride + 1``), then the crop position (``crop="random"``) from the same ``rng``, in
     that order; resizes the short side to cover ``resolution`` (antialiased, ``resample``) and
     crops. Accepts ``VideoFolderSource`` records (``path``, ``frames``: decoded here with PyAV)
     and ``TfdsVideoSource`` records (``video``: uint8 frames).
+
+    A file that fails to read during training (deleted, truncated or replaced after the scan):
+    with ``source`` (the ``VideoFolderSource`` the records come from) the clip is read from the
+    next readable record instead, trying keys ``key + 1, key + 2, ...`` (mod ``len(source)``),
+    each with the rng state the failed record started from, so the replacement is a function of
+    (seed, position, which files are readable) only, never of which worker saw the failure first.
+    ``key`` is then the replacement's key and ``skipped_key`` the failed one (``-1`` when nothing
+    failed); the train loop counts it (``VideoFolderSource.mark_unreadable``). Failed keys are
+    remembered per process and not read again. Without ``source`` the error propagates.
 
     Source: the reference ``TrainVideoDataset`` (``causalvideovae/dataset/video_dataset.py``)
     samples a random window, resizes the short side and center-crops; this adds the random crop
@@ -41,14 +53,49 @@ class SampleClip(grain.transforms.RandomMap):
         resolution: int | tuple[int, int],
         crop: str = "random",
         resample: str = "bilinear",
+        source: Any = None,
     ):
         self.span = window_span(num_frames, frame_stride)
         if crop not in ("center", "random"):
             raise ValueError(f'crop must be "center" or "random", got {crop!r}')
         self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
         self.resolution, self.crop, self.resample = resolution, crop, resample
+        self.source = source
+        self._bad: set[int] = set()  # keys that failed in this process
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        if self.source is None or "video" in element:
+            return self._read(element, rng)
+        key, n = int(element["key"]), len(self.source)
+        state0 = copy.deepcopy(rng.bit_generator.state)
+        skipped, last_error = -1, None
+        for j in range(n):
+            record = element if j == 0 else self.source[(key + j) % n]
+            rkey = int(record["key"])
+            if rkey not in self._bad:
+                if j:
+                    rng.bit_generator.state = copy.deepcopy(state0)
+                try:
+                    out = self._read(record, rng)
+                except (ValueError, OSError) as e:
+                    last_error = e
+                    self._bad.add(rkey)
+                    logger.warning(
+                        "video %s failed during training (%s: %s); skipped, reading the next "
+                        "record instead",
+                        record["path"],
+                        type(e).__name__,
+                        e,
+                    )
+                else:
+                    return {**out, "skipped_key": np.int64(skipped)}
+            if skipped < 0:
+                skipped = rkey
+        raise ValueError(
+            f"no training video is readable any more (all {n} failed); last error: {last_error}"
+        )
+
+    def _read(self, element: dict, rng: np.random.Generator) -> dict:
         if "video" in element:
             total = int(element["video"].shape[0])
         else:
