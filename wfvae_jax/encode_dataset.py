@@ -37,7 +37,11 @@ content depends only on its inputs and the spec (never on which process or batch
 in: batches never mix shards, samples use a key derived from the clip's identity), records are
 in input order, and finished shards are never rewritten. A restart skips finished shards and
 redoes unfinished ones from their start. An ``OUT`` written with another checkpoint, clip spec,
-input list or encode settings (``t_chunk`` included) is refused unless ``--overwrite``. The
+input list or encode settings (``t_chunk`` included) is refused unless ``--overwrite``; when
+the folder under ``--videos`` changed (files added or removed since ``OUT`` was started), the
+error names them (up to three of each, then a count). A file deleted or corrupted while the run
+is going is skipped and counted like one that was bad from the start (``missing: ...`` /
+``unreadable: ...`` in the manifest's ``skipped``). The
 per-device batch size may change float rounding: keep ``--batch_size`` per device when resuming
 for bit-equal results.
 """
@@ -207,7 +211,9 @@ class FolderInput:
         return {"kind": "folder", "num_videos": len(self.videos), "videos_sha256": listing}
 
     def info(self) -> dict[str, Any]:
-        return {"root": self.root}
+        """Recorded in the manifest (``source_info``): the root and the relative paths, so a
+        later run over a changed folder can name what changed."""
+        return {"root": self.root, "videos": list(self.videos)}
 
     def read(self, index: int, spec: ClipSpec) -> tuple[list, list, float, tuple | None, int]:
         """Decodes input ``index``'s clips: ``(clips, starts, fps, size, frames_seen)``.
@@ -486,14 +492,42 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_compatible(out: str, spec: dict, spec_hash: str) -> None:
-    """Raises ValueError if ``out`` holds shards or a manifest of another spec."""
+def _few(names: list[str], k: int = 3) -> str:
+    more = len(names) - k
+    return ", ".join(names[:k]) + (f" and {more} more" if more > 0 else "")
+
+
+def _input_changes(manifest: dict, videos: list[str] | None) -> str | None:
+    """``"1 added (c.mp4); 2 removed (a.mp4, b.mp4)"`` between the manifest's video list and
+    ``videos``, or None when either list is unknown or they are equal."""
+    old = (manifest.get("source_info") or {}).get("videos")
+    if old is None or videos is None:
+        return None
+    added, removed = sorted(set(videos) - set(old)), sorted(set(old) - set(videos))
+    parts = [f"{len(added)} added ({_few(added)})"] if added else []
+    parts += [f"{len(removed)} removed ({_few(removed)})"] if removed else []
+    return "; ".join(parts) or None
+
+
+def _check_compatible(
+    out: str, spec: dict, spec_hash: str, videos: list[str] | None = None
+) -> None:
+    """Raises ValueError if ``out`` holds shards or a manifest of another spec; when only the
+    input folder changed, the message names the added and removed files (``videos``: the
+    relative paths now, for a folder input)."""
     manifest = fmt.read_manifest(out)
     if manifest is not None and manifest.get("spec_hash") != spec_hash:
         old, new = _flat(manifest.get("spec", {})), _flat(spec)
         diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if manifest.get("format") != fmt.FORMAT or manifest.get("version") != fmt.VERSION:
             diff = ["format/version"]
+        changes = _input_changes(manifest, videos)
+        if changes is not None and all(k.startswith("source.") for k in diff):
+            raise ValueError(
+                f"the videos under --videos changed since {out} was encoded: {changes}; pass "
+                "--overwrite to encode the folder as it is now (all shards are redone), or "
+                "use a new --out"
+            )
         raise ValueError(
             f"{out} holds latents of a different encoding (differs in: "
             f"{', '.join(diff[:6]) or 'spec'}); pass --overwrite to replace them, or use a "
@@ -607,7 +641,8 @@ def _prepare_output(out: str, manifest: dict, overwrite: bool) -> dict[int, dict
     returns the finished shards of this process: ``{shard: marker}``."""
     os.makedirs(out, exist_ok=True)
     if not overwrite:
-        _check_compatible(out, manifest["spec"], manifest["spec_hash"])
+        videos = (manifest.get("source_info") or {}).get("videos")
+        _check_compatible(out, manifest["spec"], manifest["spec_hash"], videos)
     _sync("encode_dataset:checked")
     if overwrite:
         removed = fmt.remove_outputs(out)
