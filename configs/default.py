@@ -53,6 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.crop = "random"
     c.data.worker_count = 0  # grain worker processes per host
     c.data.cache_dir = ""  # video index cache; "" = WORKDIR/cache
+    # Resume after the training files changed (added, removed, other frame counts, another
+    # worker_count): True continues with the files as they are, the data order restarting at a
+    # new shuffle seeded by (seed, step); False stops with an error naming the changes.
+    c.data.allow_data_change = False
 
     c.eval = ml_collections.ConfigDict()
     c.eval.files = []  # held-out videos (never trained on)

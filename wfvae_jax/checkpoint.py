@@ -10,7 +10,8 @@ Layouts (:class:`Layout`, told apart by :func:`detect_layout`)::
     WORKDIR    a training run: train.py, through ``wfvae_jax.train.checkpointing``
       WORKDIR/checkpoints/<step>/state/   the TrainState (params, ema_params, optimizer, disc)
       WORKDIR/checkpoints/<step>/data/    every process's grain iterator state
-      WORKDIR/checkpoints/<step>/meta/    JSON {"step", "config": run config, "model": WFVAEConfig}
+      WORKDIR/checkpoints/<step>/meta/    JSON {"step", "config": run config, "model": WFVAEConfig,
+                                          "data": the data manifest (train/checkpointing.py)}
       WORKDIR/export/                     an EXPORT of the final EMA weights (``config.export``)
 
     REFERENCE  PyTorch weights, read by the converter (:func:`locate_reference`)

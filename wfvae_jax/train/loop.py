@@ -22,14 +22,21 @@ from jax.experimental import multihost_utils
 
 import wfvae_jax
 from wfvae_jax import checkpoint as layout
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.cli_errors import UserError
 from wfvae_jax.data import make_video_dataset, window_span
 from wfvae_jax.lc import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
 from wfvae_jax.metrics import psnr
-from wfvae_jax.train import checkpointing, writers
+from wfvae_jax.train import checkpointing, config_check, writers
 from wfvae_jax.train import mesh as mesh_lib
-from wfvae_jax.train.data import FolderSubset, load_eval_clips
+from wfvae_jax.train.checkpointing import CheckpointWriteError, RunCheckpoints
+from wfvae_jax.train.data import (
+    FolderSubset,
+    data_changes,
+    data_manifest,
+    load_eval_clips,
+    resumed_data_seed,
+)
 from wfvae_jax.train.state import OptimConfig, TrainState
 from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state, build_train_steps
 from wfvae_jax.video_io import abs_error_frames, save_strip_png
@@ -41,12 +48,27 @@ class NonFiniteLossError(FloatingPointError):
     """A loss or gradient norm became NaN/Inf; training stopped without saving."""
 
 
-def model_config(config: ml_collections.ConfigDict) -> WFVAEConfig:
-    """The architecture: ``init_from``'s ``config.json`` when it is a converted checkpoint
-    directory, else ``get_config(config.model.name)`` with ``config.model.overrides``."""
-    if config.init_from and layout.is_export_dir(config.init_from):
-        return layout.load_export_config(config.init_from)
-    return wfvae_jax.get_config(config.model.name).replace(**dict(config.model.overrides))
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the pending checkpoint write was finished first.
+
+    Attributes: ``step`` (the step reached), ``last_good`` (newest complete checkpoint's step or
+    None), ``path`` (its directory or None), ``directory`` (the checkpoints directory).
+    """
+
+    def __init__(self, step: int, last_good: int | None, directory: str):
+        self.step, self.last_good, self.directory = step, last_good, directory
+        self.path = None if last_good is None else os.path.join(directory, str(last_good))
+        where = (
+            "no checkpoint was saved yet (a rerun starts at step 0)"
+            if last_good is None
+            else f"the last checkpoint is step {last_good} in {self.path}"
+        )
+        super().__init__(f"interrupted at step {step}; {where}")
+
+
+# The architecture of a run config: ``init_from``'s ``config.json`` when it is a converted
+# checkpoint directory, else ``get_config(config.model.name)`` with ``config.model.overrides``.
+model_config = config_check.model_config
 
 
 def step_config(config: ml_collections.ConfigDict) -> StepConfig:
@@ -87,7 +109,7 @@ def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:
     return params
 
 
-def _train_iterator(config: ml_collections.ConfigDict, local_batch: int, workdir: str):
+def _train_source(config: ml_collections.ConfigDict, workdir: str) -> FolderSubset:
     d = config.data
     span = window_span(d.num_frames, d.frame_stride)
     exclude = [*d.exclude, *config.eval.files]
@@ -103,12 +125,71 @@ def _train_iterator(config: ml_collections.ConfigDict, local_batch: int, workdir
         source.root,
         [os.path.basename(p) for p in source.excluded],
     )
+    return source
+
+
+def _data_order(
+    config: ml_collections.ConfigDict, source: FolderSubset, ckpt: RunCheckpoints
+) -> tuple[dict[str, Any], bool]:
+    """``(manifest, restore_position)``: the data manifest of this run (its ``seed`` seeds the
+    sampler) and whether the checkpoint's data position applies.
+
+    A new run uses ``config.seed``. A resumed run whose data is as the checkpoint recorded keeps
+    its seed and position. After a change (files added/removed/other frame counts, another
+    window span, seed, worker or process count) it stops with a UserError naming the changes,
+    unless ``data.allow_data_change``: then the order restarts at a fresh epoch over the files
+    as they are now, shuffled with ``resumed_data_seed(seed, step)``.
+    """
+    step = ckpt.latest_step()
+    manifest = data_manifest(
+        source,
+        seed=config.seed,
+        config_seed=config.seed,
+        worker_count=config.data.worker_count,
+        processes=jax.process_count(),
+    )
+    if step is None:
+        return manifest, False
+    old = ckpt.read_meta(step).get("data")
+    if old is None:  # a checkpoint from before data manifests: grain validates the position
+        return manifest, True
+    changes = data_changes(old, manifest)
+    if not changes:
+        return {**manifest, "seed": old["seed"]}, True
+    summary = "; ".join(changes)
+    if not config.data.allow_data_change:
+        raise UserError(
+            f"the training data changed since the checkpoint of step {step} in {ckpt.directory}: "
+            f"{summary}",
+            hint="rerun with --config.data.allow_data_change=True to continue with the files as "
+            "they are now (the data order restarts with a new shuffle; docs/training.md), or "
+            "put the files back",
+        )
+    seed = resumed_data_seed(config.seed, step)
+    logger.warning(
+        "the training data changed since step %d: %s. data.allow_data_change=True: continuing "
+        "with %d videos; the data order restarts at a new epoch shuffled with seed %d = "
+        "resumed_data_seed(seed=%d, step=%d)",
+        step,
+        summary,
+        len(source),
+        seed,
+        config.seed,
+        step,
+    )
+    return {**manifest, "seed": seed}, False
+
+
+def _train_iterator(
+    config: ml_collections.ConfigDict, source: FolderSubset, local_batch: int, seed: int
+):
+    d = config.data
     return make_video_dataset(
         source,
         num_frames=d.num_frames,
         resolution=d.resolution,
         batch_size=local_batch,
-        seed=config.seed,
+        seed=seed,
         frame_stride=d.frame_stride,
         crop=d.crop,
         shard_index=jax.process_index(),
@@ -120,18 +201,30 @@ def _train_iterator(config: ml_collections.ConfigDict, local_batch: int, workdir
 def _initial_state(
     config: ml_collections.ConfigDict,
     steps: TrainSteps,
-    manager: Any,
+    ckpt: RunCheckpoints,
     data_iterator: Any,
 ) -> TrainState:
-    if manager.latest_step() is not None:
+    if ckpt.latest_step() is not None:
         # Restore straight into the target shardings; no need to initialise first.
         target = jax.tree.map(
             lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
             abstract_state(step_config(config)),
             steps.state_sharding,
         )
-        restored = checkpointing.restore_latest(manager, target, data_iterator)
-        logger.info("resumed from %s at step %d", manager.directory, int(restored.step))
+        try:
+            restored = ckpt.restore_latest(target, data_iterator)
+        except ValueError as e:
+            if "does not match" not in str(e):
+                raise
+            # Only checkpoints written before data manifests get here (grain's own check).
+            raise UserError(
+                f"the checkpoint in {ckpt.directory} was saved with other training data or data "
+                f"settings (data.train_dir files, data.num_frames, data.worker_count, process "
+                f"count) than this run's",
+                hint="rerun with --config.data.allow_data_change=True to continue with a new "
+                "data order, or restore the files and settings",
+            ) from None
+        logger.info("resumed from %s at step %d", ckpt.directory, int(restored.step))
         return restored
     state = steps.init(jax.random.key_data(jax.random.key(config.seed)))
     if config.init_from:
@@ -146,6 +239,18 @@ def _initial_state(
             state = state.replace(params=params, ema_params=ema, opt_state=opt_state)
         logger.info("initialised the generator from %s (fresh discriminator)", config.init_from)
     return state
+
+
+def _count_failed_reads(source: FolderSubset, keys: Any) -> None:
+    """Counts the files that failed to read in this batch (``SampleClip`` replaced them) as
+    unreadable, as the scan counts the files it finds bad."""
+    if keys is None:
+        return
+    for key in np.unique(np.asarray(keys)):
+        if key >= 0:
+            path = source.paths[int(key)]
+            why = "file deleted" if not os.path.exists(path) else "read or decode failed"
+            source.mark_unreadable(int(key), why)
 
 
 def _evaluate(
@@ -216,27 +321,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       ``{"losses": {step: {metric: value}}, "eval": [{"step", "eval/psnr_ema", "eval/psnr_raw"}],
       "samples": [png paths], "steps_per_sec": float, "export": path or None}`` for the steps
       this call ran (used by tests and the run report).
+    Before building anything: the workdir is probed for writing and the whole config is checked
+    (:func:`wfvae_jax.train.config_check.check_config`). A training file that fails to read
+    during the run is replaced by the next readable one and counted (``history["skipped"]``).
+
     Raises:
+      UserError: an unwritable workdir; a config error (naming the field and the nearest valid
+        value); training data changed since the checkpoint (without
+        ``data.allow_data_change``).
       NonFiniteLossError: a NaN/Inf loss or gradient norm (nothing is saved after it).
+      CheckpointWriteError: a checkpoint write failed (disk full, I/O error); the message names
+        the path and the last good checkpoint, which is kept.
+      TrainingInterrupted: Ctrl-C (a KeyboardInterrupt); says which checkpoint to resume from.
       ValueError: ``loss.perceptual_weight > 0`` without ``lpips.weights`` (the message says how
-        to get them, or to set the weight to 0); a batch size the devices cannot split.
+        to get them, or to set the weight to 0).
     """
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
+    checkpointing.check_writable(workdir)
+    config_check.check_config(
+        config, num_devices=jax.device_count(), num_processes=jax.process_count()
+    )
     cfg = step_config(config)
     lpips_params = _load_lpips(cfg, config)
 
     # ---- mesh and data ----
     mesh = mesh_lib.make_mesh(config.mesh.fsdp)
-    n_dev = mesh.devices.size
-    if config.data.batch_size % n_dev or config.data.batch_size % jax.process_count():
-        raise ValueError(
-            f"data.batch_size={config.data.batch_size} must be divisible by the {n_dev} devices "
-            f"and the {jax.process_count()} processes"
-        )
     local_batch = config.data.batch_size // jax.process_count()
-    data_iterator = _train_iterator(config, local_batch, workdir)
+    source = _train_source(config, workdir)
+    ckpt = RunCheckpoints(workdir, max_to_keep=config.keep_checkpoints)
+    try:
+        return _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt)
+    except CheckpointWriteError:
+        raise  # the manager is already shut down
+    except BaseException:
+        ckpt.close()  # a pending (finite, complete) checkpoint write is finished
+        raise
+
+
+def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) -> dict:
+    is_main = jax.process_index() == 0
+    data_meta, restore_position = _data_order(config, source, ckpt)
+    data_iterator = _train_iterator(config, source, local_batch, data_meta["seed"])
     clips = None
     if config.eval.every_steps > 0:
         clips = load_eval_clips(
@@ -249,12 +374,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # ---- model, state and steps ----
     steps = build_train_steps(cfg, mesh, config.mesh.parallelism)
-    manager = checkpointing.make_manager(workdir, max_to_keep=config.keep_checkpoints)
-    state = _initial_state(config, steps, manager, data_iterator)
+    state = _initial_state(config, steps, ckpt, data_iterator if restore_position else None)
     if lpips_params is not None:
         lpips_params = jax.device_put(lpips_params, steps.replicated)
     writer = writers.create_default_writer(workdir, just_logging=not is_main)
-    meta = {"config": config.to_json_best_effort(), "model": cfg.model.to_dict()}
+    meta = {
+        "config": config.to_json_best_effort(),
+        "model": cfg.model.to_dict(),
+        "data": data_meta,
+    }
     if is_main:
         n_params = sum(x.size for x in jax.tree.leaves(state.params))
         n_disc = sum(x.size for x in jax.tree.leaves(state.disc_params))
@@ -267,7 +395,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             cfg.compute_dtype,
         )
 
-    history: dict[str, Any] = {"losses": {}, "eval": [], "samples": [], "export": None}
+    history: dict[str, Any] = {
+        "losses": {},
+        "eval": [],
+        "samples": [],
+        "export": None,
+        "skipped": source.skipped,
+    }
     buffer = _MetricBuffer()
     start = int(jax.device_get(state.step))
     step = start
@@ -276,11 +410,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         import tqdm
 
         progress = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", unit="step")
-
-    def last_good() -> str:
-        latest = manager.latest_step()
-        where = "no checkpoint was saved yet" if latest is None else f"step {latest}"
-        return f"the last good checkpoint is {where} in {manager.directory}"
 
     def run_eval() -> None:
         results, recon = _evaluate(steps, state, clips, config.eval.batch_size)
@@ -307,60 +436,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     warmup = start + 2
     clock = {"mark": None, "mark_step": step, "paused": 0.0, "total": 0.0, "total_steps": 0}
     rate = float("nan")
-    while step < config.num_steps:
-        batch = next(data_iterator)["video"]
-        video = mesh_lib.global_batch(np.asarray(batch), steps.batch_sharding)
-        if bool(is_discriminator_step(step, cfg.loss.disc_start)):
-            state, metrics = steps.discriminator(state, video, lpips_params)
-        else:
-            state, metrics = steps.generator(state, video, lpips_params)
-        buffer.add(step, metrics)
-        step += 1
-        if progress is not None:
-            progress.update(1)
-        if step == warmup or (clock["mark"] is None and step == config.num_steps):
-            jax.block_until_ready(metrics)
-            clock.update(mark=time.perf_counter(), mark_step=step, paused=0.0)
+    try:
+        while step < config.num_steps:
+            element = next(data_iterator)
+            _count_failed_reads(source, element.get("skipped_key"))
+            video = mesh_lib.global_batch(np.asarray(element["video"]), steps.batch_sharding)
+            if bool(is_discriminator_step(step, cfg.loss.disc_start)):
+                state, metrics = steps.discriminator(state, video, lpips_params)
+            else:
+                state, metrics = steps.generator(state, video, lpips_params)
+            buffer.add(step, metrics)
+            step += 1
+            if progress is not None:
+                progress.update(1)
+            if step == warmup or (clock["mark"] is None and step == config.num_steps):
+                jax.block_until_ready(metrics)
+                clock.update(mark=time.perf_counter(), mark_step=step, paused=0.0)
 
-        save_now = step % config.checkpoint_every == 0 or step == config.num_steps
-        if step % config.log_every == 0 or save_now:
-            means, fetched = buffer.drain(last_good())
-            for s, m in fetched:
-                history["losses"][s] = {k: float(v) for k, v in m.items()}
-            now = time.perf_counter()
-            if clock["mark"] is not None and step > clock["mark_step"]:
-                elapsed = now - clock["mark"] - clock["paused"]
-                rate = (step - clock["mark_step"]) / elapsed
-                clock["total"] += elapsed
-                clock["total_steps"] += step - clock["mark_step"]
-                clock.update(mark=now, mark_step=step, paused=0.0)
-            eta = (config.num_steps - step) / rate if rate > 0 else float("nan")
-            extra = {"train/steps_per_sec": rate}
-            if "train/d_weight" in means:
-                extra["train/lambda_adv"] = means["train/d_weight"] * means["train/disc_factor"]
-            writer.write_scalars(step, {**means, **extra})
-            if progress is None and is_main:
-                logger.info(
-                    "step %d/%d  loss %.4g  %.3f steps/s  ETA %s",
-                    step,
-                    config.num_steps,
-                    means.get("train/total_loss", float("nan")),
-                    rate,
-                    _fmt_eta(eta),
-                )
-        t_pause = time.perf_counter()
-        if save_now:
-            checkpointing.save(manager, state, data_iterator, meta)
-        if config.eval.every_steps > 0 and (
-            step % config.eval.every_steps == 0 or step == config.num_steps
-        ):
-            run_eval()
-        clock["paused"] += time.perf_counter() - t_pause
+            save_now = step % config.checkpoint_every == 0 or step == config.num_steps
+            if step % config.log_every == 0 or save_now:
+                means, fetched = buffer.drain(ckpt.last_good_message())
+                for s, m in fetched:
+                    history["losses"][s] = {k: float(v) for k, v in m.items()}
+                now = time.perf_counter()
+                if clock["mark"] is not None and step > clock["mark_step"]:
+                    elapsed = now - clock["mark"] - clock["paused"]
+                    rate = (step - clock["mark_step"]) / elapsed
+                    clock["total"] += elapsed
+                    clock["total_steps"] += step - clock["mark_step"]
+                    clock.update(mark=now, mark_step=step, paused=0.0)
+                eta = (config.num_steps - step) / rate if rate > 0 else float("nan")
+                extra = {"train/steps_per_sec": rate}
+                if "train/d_weight" in means:
+                    extra["train/lambda_adv"] = means["train/d_weight"] * means["train/disc_factor"]
+                writer.write_scalars(step, {**means, **extra})
+                if progress is None and is_main:
+                    logger.info(
+                        "step %d/%d  loss %.4g  %.3f steps/s  ETA %s",
+                        step,
+                        config.num_steps,
+                        means.get("train/total_loss", float("nan")),
+                        rate,
+                        _fmt_eta(eta),
+                    )
+            t_pause = time.perf_counter()
+            if save_now:
+                ckpt.save(state, data_iterator, meta)
+            if config.eval.every_steps > 0 and (
+                step % config.eval.every_steps == 0 or step == config.num_steps
+            ):
+                run_eval()
+            clock["paused"] += time.perf_counter() - t_pause
+    except KeyboardInterrupt:
+        ckpt.wait()  # finish the write in flight: it holds a checked, finite state
+        done = checkpointing.complete_steps(ckpt.directory)
+        raise TrainingInterrupted(step, done[-1] if done else None, ckpt.directory) from None
     if clock["total_steps"]:
         rate = clock["total_steps"] / clock["total"]
     history["steps_per_sec"] = rate
     if step > start:  # this call trained: the final state was checked and saved above
-        manager.wait_until_finished()
+        ckpt.wait()
     if config.export and step >= config.num_steps:
         export_dir = os.path.join(workdir, layout.WORKDIR_EXPORT)
         ema = multihost_utils.process_allgather(state.ema_params, tiled=True)
@@ -372,7 +507,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if progress is not None:
         progress.close()
     writer.flush()
-    manager.close()
+    ckpt.close()
+    if source.skipped:
+        logger.info("skipped video files: %s", source.skipped_counts)
     return history
 
 
