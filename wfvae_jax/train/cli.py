@@ -119,9 +119,8 @@ def main(argv: Sequence[str]) -> int:
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
     # Log lines start once the config is known to be good (an error is then the only line).
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(logging.INFO)  # a handler may exist already (a library's log)
     logging.getLogger("absl").setLevel(logging.WARNING)
     if config.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
