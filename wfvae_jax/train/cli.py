@@ -119,8 +119,14 @@ def main(argv: Sequence[str]) -> int:
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
     # Log lines start once the config is known to be good (an error is then the only line).
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger().setLevel(logging.INFO)  # a handler may exist already (a library's log)
+    fmt = "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt)
+    # Importing orbax logs once, which makes `logging` install a default root handler first:
+    # give that one our format too (other handlers, e.g. a test's, are left alone).
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        if handler.formatter is not None and handler.formatter._fmt == logging.BASIC_FORMAT:
+            handler.setFormatter(logging.Formatter(fmt))
     logging.getLogger("absl").setLevel(logging.WARNING)
     if config.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
