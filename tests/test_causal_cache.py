@@ -122,8 +122,11 @@ def test_bad_t_chunk(tiny):
     params, config, _ = tiny
     with pytest.raises(ValueError, match="multiple of 4"):
         wfvae_jax.encode(params, np.zeros((1, 9, 8, 8, 3), np.float32), config, t_chunk=6)
+    # t_chunk=0 is direct inference (api.auto_t_chunk); below 0 is an error.
+    with pytest.raises(ValueError, match="0 \\(direct\\) or a chunk size, got -1"):
+        wfvae_jax.decode(params, np.zeros((1, 3, 1, 1, 8), np.float32), config, t_chunk=-1)
     with pytest.raises(ValueError, match="multiple of 1"):
-        wfvae_jax.decode(params, np.zeros((1, 3, 1, 1, 8), np.float32), config, t_chunk=0)
+        causal_cache.decode_chunked(params, np.zeros((1, 3, 1, 1, 8), np.float32), config, 0)
 
 
 def test_bad_t_chunk_8x(tiny888):
