@@ -47,6 +47,11 @@ def _torch_uniform(fan_in: int):
     return init
 
 
+def _pad_pairs(padding):
+    """Per spatial dim: ``p`` -> ``(p, p)``; a ``(lo, hi)`` pair passes through."""
+    return tuple(tuple(p) if isinstance(p, Sequence) else (p, p) for p in padding)
+
+
 def _conv(x, kernel, strides, padding, dtype):
     nd = kernel.ndim - 2
     spatial = "DHW"[-nd:]
@@ -57,7 +62,7 @@ def _conv(x, kernel, strides, padding, dtype):
         x.astype(dtype),
         kernel.astype(dtype),
         window_strides=tuple(strides),
-        padding=tuple((p, p) for p in padding),
+        padding=_pad_pairs(padding),
         dimension_numbers=dn,
     )
 
@@ -67,10 +72,12 @@ def conv_nd(
     kernel: jnp.ndarray,
     bias: jnp.ndarray | None,
     strides: Sequence[int],
-    padding: Sequence[int],
+    padding: Sequence[int | tuple[int, int]],
     dtype: Dtype,
 ) -> jnp.ndarray:
     """N-d cross-correlation of ``(N, *spatial, Cin)`` with ``(*k, Cin, Cout)``, zero padding.
+
+    ``padding`` per spatial dim: ``p`` on both sides or ``(lo, hi)``.
 
     A 3D kernel without time padding runs as ``k_t`` 2D convolutions over time-shifted frames
     folded into the batch, summed: the same function, 1.3-3.6x faster than XLA:CPU's conv3d at
@@ -104,14 +111,15 @@ def conv_nd(
 class ConvND(nn.Module):
     """Plain N-d convolution holding ``kernel`` ``(*k, Cin, Cout)`` and ``bias`` ``(Cout,)``.
 
-    Input ``(N, *spatial, Cin)``; symmetric zero ``padding`` per spatial dim. Computes in ``dtype``
-    (parameters are stored in float32 and cast). Init follows PyTorch's conv default.
+    Input ``(N, *spatial, Cin)``; zero ``padding`` per spatial dim (``p`` or ``(lo, hi)``).
+    Computes in ``dtype`` (parameters are stored in float32 and cast). Init follows PyTorch's
+    conv default.
     """
 
     features: int
     kernel_size: Sequence[int]
     strides: Sequence[int] | None = None
-    padding: Sequence[int] | None = None
+    padding: Sequence[int | tuple[int, int]] | None = None
     use_bias: bool = True
     dtype: Dtype = jnp.float32
 
@@ -132,13 +140,14 @@ class Conv2d(nn.Module):
     """Per-frame 2D convolution of a video (the reference's ``Conv2d`` with ``video_to_image``).
 
     ``(B, T, H, W, Cin)`` -> ``(B, T, H', W', Cout)``; also accepts ``(N, H, W, Cin)``.
-    Parameters sit directly on this module, as on a ``torch.nn.Conv2d``.
+    Parameters sit directly on this module, as on a ``torch.nn.Conv2d``. ``padding``: ``p`` on
+    every side, or ``(lo, hi)`` for both H and W.
     """
 
     features: int
     kernel_size: int = 3
     stride: int = 1
-    padding: int = 1
+    padding: int | tuple[int, int] = 1
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -166,13 +175,14 @@ class CausalConv3d(nn.Module):
     inference. Cache (Causal Cache, paper Eq. 4): the last ``k_t - s_t`` frames of the time-padded
     input, excluding ``lookahead`` trailing frames, so the next chunk's windows start where this
     one's stopped; a chunk's frame count must be a multiple of ``s_t``. ``k_t == 1`` needs none.
+    ``padding`` (space only): ``p`` on every side, or ``(lo, hi)`` for both H and W.
     Source: reference ``CausalConv3d`` (``causalvideovae/model/modules/conv.py``).
     """
 
     features: int
     kernel_size: int | Sequence[int] = 3
     stride: int | Sequence[int] = 1
-    padding: int = 0
+    padding: int | tuple[int, int] = 0
     use_bias: bool = True
     dtype: Dtype = jnp.float32
 
@@ -320,9 +330,9 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        pad = [(0, 0)] * (x.ndim - 3) + [(0, 1), (0, 1), (0, 0)]
-        x = jnp.pad(x, pad)
-        return Conv2d(self.out_channels, 3, 2, 0, dtype=self.dtype, name="conv")(x)
+        # The pad goes to the conv, not jnp.pad: XLA:CPU's YNNPACK runs an unpadded stride-2
+        # conv through a buffer ~3x its input and ~2x slower (docs/performance.md).
+        return Conv2d(self.out_channels, 3, 2, (0, 1), dtype=self.dtype, name="conv")(x)
 
 
 class Upsample(nn.Module):
@@ -351,8 +361,8 @@ class Spatial2xTime2x3DDownsample(nn.Module):
     def __call__(
         self, x: jnp.ndarray, cache: Cache = None, lookahead: int = 0
     ) -> tuple[jnp.ndarray, Cache]:
-        x = jnp.pad(x, [(0, 0), (0, 0), (0, 1), (0, 1), (0, 0)])
-        return CausalConv3d(self.out_channels, 3, 2, 0, dtype=self.dtype, name="conv")(
+        # The spatial pad goes to the conv (see Downsample).
+        return CausalConv3d(self.out_channels, 3, 2, (0, 1), dtype=self.dtype, name="conv")(
             x, cache, lookahead
         )
 
