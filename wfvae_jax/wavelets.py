@@ -1,4 +1,4 @@
-"""Haar wavelet transforms as fixed-kernel grouped convolutions, channels-last.
+"""Haar wavelet transforms, channels-last: the reference's fixed-kernel convolutions as butterflies.
 
 Source: reference ``causalvideovae/model/modules/wavelet.py`` (PKU-YuanGroup/WF-VAE @ d858bee);
 paper Sec. 3.1 (arXiv 2411.17459).
@@ -55,43 +55,44 @@ def _filters(ndim: int, scale: float) -> np.ndarray:
     return np.stack(out)
 
 
-def _dn(ndim: int) -> lax.ConvDimensionNumbers:
-    spatial = "THW"[-ndim:] if ndim == 3 else "HW"
-    return lax.conv_dimension_numbers(
-        (1,) * (ndim + 2),
-        (1,) * (ndim + 2),
-        ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"),
-    )
+def _order(ndim: int) -> tuple[int, ...]:
+    """Output position of each butterfly band (bit per axis, axis 0 most significant)."""
+    return (0, 2, 1, 3) if ndim == 2 else tuple(range(2**ndim))  # 2D: aa, ad, da, dd
+
+
+# The transforms are written as sums and differences of even/odd samples (a butterfly per
+# axis), not as the reference's stride-2 grouped convolutions: the same function (the filters
+# are outer products of [1, 1] and [1, -1], see ``_filters``), one fused elementwise pass for
+# XLA instead of a grouped conv that XLA:CPU runs ~10x slower through a buffer ~4x its input.
 
 
 def _analysis(x: jnp.ndarray, ndim: int, scale: float) -> jnp.ndarray:
-    """Stride-2 grouped conv of (N, *spatial, C) -> (N, *spatial/2, n_sub*C), subband-major."""
-    c = x.shape[-1]
-    n_sub = 2**ndim
-    f = _filters(ndim, scale)  # (n_sub, 2, .., 2)
-    # Kernel (2,..,2, 1, C*n_sub): output channel g*n_sub + s applies filter s to input channel g.
-    k = np.moveaxis(f, 0, -1)[..., None, :]  # (2,..,2, 1, n_sub)
-    k = np.tile(k, (1,) * (ndim + 1) + (c,))
-    y = lax.conv_general_dilated(
-        x,
-        jnp.asarray(k, x.dtype),
-        window_strides=(2,) * ndim,
-        padding="VALID",
-        dimension_numbers=_dn(ndim),
-        feature_group_count=c,
-        precision=lax.Precision.HIGHEST,
-    )
-    # (.., C, n_sub) channel-major -> (.., n_sub, C) subband-major.
-    y = y.reshape(*y.shape[:-1], c, n_sub)
-    return jnp.swapaxes(y, -1, -2).reshape(*y.shape[:-2], n_sub * c)
+    """(N, *spatial, C) -> (N, *spatial/2, n_sub*C), subband-major."""
+    n, spatial, c = x.shape[0], x.shape[1:-1], x.shape[-1]
+    half = tuple(d // 2 for d in spatial)
+    # float32 sums whatever the dtype, as the reference's conv accumulates (fused: no copy).
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    # (N, s1/2, 2, s2/2, 2, .., C): each axis's pair index next to it.
+    y = x.astype(acc).reshape(n, *(v for h in half for v in (h, 2)), c)
+    bands = [y]
+    for axis in range(ndim):
+        pos = 2 + axis  # this axis's pair index (the earlier axes' are reduced away)
+        nxt = []
+        for b in bands:
+            even = lax.index_in_dim(b, 0, pos, keepdims=False)
+            odd = lax.index_in_dim(b, 1, pos, keepdims=False)
+            nxt += [even + odd, even - odd]  # L, H along this axis
+        bands = nxt
+    order = _order(ndim)
+    y = jnp.stack([bands[s] for s in order], axis=-2)  # (N, *half, n_sub, C)
+    return (y * scale).astype(x.dtype).reshape(n, *half, len(order) * c)
 
 
 def _synthesis(coeffs: jnp.ndarray, ndim: int, scale: float) -> jnp.ndarray:
-    """Transposed stride-2 conv of (N, *spatial, n_sub*C) -> (N, *2*spatial, C).
+    """Inverse of :func:`_analysis`: (N, *spatial, n_sub*C) -> (N, *2*spatial, C).
 
-    Kernel 2 with stride 2 does not overlap, so the transposed conv is a 1x1 grouped conv that
-    gives each output phase (one position of the 2x..x2 block), then depth-to-space. (XLA:CPU
-    runs the equivalent lhs-dilated conv ~100x slower.)
+    Per axis, from the last: even = L + H, odd = L - H, interleaved (the transposed stride-2
+    conv with the same filters, whose windows do not overlap).
     """
     n_sub = 2**ndim
     if coeffs.shape[-1] % n_sub:
@@ -99,30 +100,24 @@ def _synthesis(coeffs: jnp.ndarray, ndim: int, scale: float) -> jnp.ndarray:
             f"inverse Haar {ndim}D needs a channel count divisible by {n_sub}, "
             f"got {coeffs.shape[-1]}"
         )
+    n, spatial = coeffs.shape[0], coeffs.shape[1:-1]
     c = coeffs.shape[-1] // n_sub
-    spatial = coeffs.shape[1:-1]
-    # Subband-major -> channel-major so each group sees its n_sub subbands.
-    y = coeffs.reshape(*coeffs.shape[:-1], n_sub, c)
-    y = jnp.swapaxes(y, -1, -2).reshape(coeffs.shape)
-    f = _filters(ndim, scale).reshape(n_sub, n_sub)  # (subband, phase)
-    k = np.tile(f, (1, c)).reshape((1,) * ndim + (n_sub, c * n_sub))
-    y = lax.conv_general_dilated(
-        y,
-        jnp.asarray(k, coeffs.dtype),
-        window_strides=(1,) * ndim,
-        padding="VALID",
-        dimension_numbers=_dn(ndim),
-        feature_group_count=c,
-        precision=lax.Precision.HIGHEST,
-    )  # (N, *spatial, C * n_sub): channel g*n_sub + phase
-    y = y.reshape(coeffs.shape[0], *spatial, c, *(2,) * ndim)
-    # (N, s1, s2, [s3], C, 2, 2, [2]) -> (N, s1, 2, s2, 2, [s3, 2], C)
-    perm = [0]
-    for i in range(ndim):
-        perm += [1 + i, 2 + ndim + i]
-    perm.append(1 + ndim)
-    y = jnp.transpose(y, perm)
-    return y.reshape(coeffs.shape[0], *(2 * n for n in spatial), c)
+    acc = jnp.promote_types(coeffs.dtype, jnp.float32)
+    y = coeffs.astype(acc).reshape(n, *spatial, n_sub, c) * scale
+    order = _order(ndim)
+    bands = [None] * n_sub
+    for j, s in enumerate(order):
+        bands[s] = y[..., j, :]  # (N, *spatial, C)
+    for axis in reversed(range(ndim)):
+        ax = 1 + axis
+        merged = []
+        for lo, hi in zip(bands[0::2], bands[1::2], strict=True):
+            pair = jnp.stack([lo + hi, lo - hi], axis=ax + 1)  # (.., s_axis, 2, ..)
+            shape = list(lo.shape)
+            shape[ax] *= 2
+            merged.append(pair.reshape(shape))
+        bands = merged
+    return bands[0].astype(coeffs.dtype)
 
 
 def haar2d(x: jnp.ndarray, scale: float = SCALE_2D) -> jnp.ndarray:
