@@ -86,13 +86,14 @@ def _encode_chunked(params, video, config, t_chunk, dtype, mesh=None):
     n = (t - 1) // t_chunk
     outs = [moments0]
     if n:
-        chunks = rest[:, : n * t_chunk].reshape(b, n, t_chunk, *rest.shape[2:]).swapaxes(0, 1)
-
-        def body(c, x):
+        # Chunks are read from the video inside the body: scanning over a stacked copy of them
+        # would add a copy of the whole clip to the plan, so memory would grow with T.
+        def body(c, i):
+            x = jax.lax.dynamic_slice_in_dim(video, 1 + i * t_chunk, t_chunk, axis=1)
             m, c = _enc_step(params, x, c, config, dtype, mesh)
             return c, m
 
-        cache, ms = jax.lax.scan(body, cache, chunks)  # (n, B, t_chunk/d, h, w, 2L)
+        cache, ms = jax.lax.scan(body, cache, jnp.arange(n))  # (n, B, t_chunk/d, h, w, 2L)
         outs.append(ms.swapaxes(0, 1).reshape(b, -1, *ms.shape[3:]))
     if (t - 1) % t_chunk:
         m, _ = _enc_step(params, rest[:, n * t_chunk :], cache, config, dtype, mesh)
