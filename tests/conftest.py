@@ -44,3 +44,25 @@ def tiny888():
 def tiny_any(request):
     """Both reference tiny checkpoints in turn: ``wfvae_tiny`` (4x) and ``wfvae_888_tiny`` (8x)."""
     return load_tiny(TINY if request.param == "4x" else TINY_888)
+
+
+_CACHE_DIR_AT_START = jax.config.jax_compilation_cache_dir
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache_leak(request):
+    """A test that turns on JAX's persistent compilation cache in this process (a command's
+    main run in-process) must not leave it on for the tests after it."""
+    yield
+    if jax.config.jax_compilation_cache_dir != _CACHE_DIR_AT_START:
+        import warnings
+
+        from jax._src import compilation_cache
+
+        warnings.warn(
+            f"{request.node.nodeid} left jax_compilation_cache_dir="
+            f"{jax.config.jax_compilation_cache_dir!r} (reset)",
+            stacklevel=1,
+        )
+        jax.config.update("jax_compilation_cache_dir", _CACHE_DIR_AT_START)
+        compilation_cache.reset_cache()
