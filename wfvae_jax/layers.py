@@ -74,12 +74,10 @@ def conv_nd(
     strides: Sequence[int],
     padding: Sequence[int | tuple[int, int]],
     dtype: Dtype,
-    late_kernel: bool = False,
 ) -> jnp.ndarray:
     """N-d cross-correlation of ``(N, *spatial, Cin)`` with ``(*k, Cin, Cout)``, zero padding.
 
-    ``padding`` per spatial dim: ``p`` on both sides or ``(lo, hi)``. ``late_kernel``: slice
-    the 3D kernel where this layer runs (for a Causal Cache chunk inside ``lax.scan``; below).
+    ``padding`` per spatial dim: ``p`` on both sides or ``(lo, hi)``.
 
     A 3D kernel without time padding runs as ``k_t`` 2D convolutions over time-shifted frames
     folded into the batch, summed: the same function, 1.3-3.6x faster than XLA:CPU's conv3d at
@@ -92,19 +90,16 @@ def conv_nd(
         y = None
         for i in range(kt):
             xi = x[:, i : i + st * (t_out - 1) + 1 : st].reshape(b * t_out, *x.shape[2:])
-            # XLA:CPU copies a kernel slice into its own buffer. With a static index it hoists
-            # the copies out of the Causal Cache scan as loop constants (all 3D kernels, 400 MiB
-            # for WF-VAE-S's decoder, live for the whole scan); an optimization barrier does not
-            # survive XLA:CPU's pipeline. An index that depends on this layer's input (always 0:
-            # no value, NaN included, has |v| < -1) makes each copy just before its conv. Not
-            # in direct inference: there it moved XLA's schedule (WF-VAE-S 33x256^2 temp plan:
-            # encoder 852 -> 717 MiB, decoder 1417 -> 1675 MiB; docs/performance.md).
+            # XLA:CPU copies a kernel slice into its own buffer. With a static index it makes
+            # every layer's copies up front (direct: nearly all 3D kernels live at once, 400 MiB
+            # for WF-VAE-S's decoder) or hoists them out of the Causal Cache scan as loop
+            # constants; an optimization barrier does not survive XLA:CPU's pipeline. An index
+            # that depends on this layer's input (always 0: no value, NaN included, has
+            # |v| < -1) makes each copy just before its conv, to be freed after it.
             ki = kernel[0]
-            if kt > 1 and late_kernel:
+            if kt > 1:
                 zero = (jnp.abs(xi[(0,) * xi.ndim]) < -1).astype(jnp.int32)
                 ki = lax.dynamic_index_in_dim(kernel, i + zero, 0, keepdims=False)
-            elif kt > 1:
-                ki = kernel[i]
             yi = _conv(xi, ki, strides[1:], padding[1:], dtype)
             y = yi if y is None else y + yi
         y = y.reshape(b, t_out, *y.shape[1:])
@@ -127,7 +122,6 @@ class ConvND(nn.Module):
     padding: Sequence[int | tuple[int, int]] | None = None
     use_bias: bool = True
     dtype: Dtype = jnp.float32
-    late_kernel: bool = False  # see conv_nd
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -138,13 +132,7 @@ class ConvND(nn.Module):
         kernel = self.param("kernel", init, (*self.kernel_size, cin, self.features))
         bias = self.param("bias", init, (self.features,)) if self.use_bias else None
         return conv_nd(
-            x,
-            kernel,
-            bias,
-            self.strides or (1,) * nd,
-            self.padding or (0,) * nd,
-            self.dtype,
-            self.late_kernel,
+            x, kernel, bias, self.strides or (1,) * nd, self.padding or (0,) * nd, self.dtype
         )
 
 
@@ -226,7 +214,6 @@ class CausalConv3d(nn.Module):
             (0, self.padding, self.padding),
             use_bias=self.use_bias,
             dtype=self.dtype,
-            late_kernel=cache is not None,  # a chunk after the first: inside the scan
             name="conv",
         )
         return conv(x), new_cache
