@@ -89,18 +89,10 @@ def conv_nd(
         t_out = (t - kt) // st + 1
         y = None
         for i in range(kt):
-            xi = x[:, i : i + st * (t_out - 1) + 1 : st].reshape(b * t_out, *x.shape[2:])
-            # XLA:CPU copies a kernel slice into its own buffer. With a static index it makes
-            # every layer's copies up front (direct: nearly all 3D kernels live at once, 400 MiB
-            # for WF-VAE-S's decoder) or hoists them out of the Causal Cache scan as loop
-            # constants; an optimization barrier does not survive XLA:CPU's pipeline. An index
-            # that depends on this layer's input (always 0: no value, NaN included, has
-            # |v| < -1) makes each copy just before its conv, to be freed after it.
-            ki = kernel[0]
-            if kt > 1:
-                zero = (jnp.abs(xi[(0,) * xi.ndim]) < -1).astype(jnp.int32)
-                ki = lax.dynamic_index_in_dim(kernel, i + zero, 0, keepdims=False)
-            yi = _conv(xi, ki, strides[1:], padding[1:], dtype)
+            xi = x[:, i : i + st * (t_out - 1) + 1 : st]
+            yi = _conv(
+                xi.reshape(b * t_out, *x.shape[2:]), kernel[i], strides[1:], padding[1:], dtype
+            )
             y = yi if y is None else y + yi
         y = y.reshape(b, t_out, *y.shape[1:])
     else:
