@@ -173,8 +173,16 @@ class CacheHitCounter:
         jax.monitoring.register_event_listener(listener)
 
 
-def random_params(config: Any, seed: int = 0) -> Any:
+# The parameter subtree each op runs: a one-op benchmark holds only that half of the weights.
+OP_PART = {"encode": "encoder", "decode": "decoder"}
+
+
+def random_params(config: Any, seed: int = 0, part: str | None = None) -> Any:
     """Random WF-VAE parameters without running ``init`` (cheap in time and memory).
+
+    ``part``: ``None`` (both halves), ``"encoder"`` or ``"decoder"`` (only that subtree, as
+    ``wfvae_jax.load_pretrained(path, part=...)`` loads it: a one-op benchmark holds no unused
+    weights).
 
     Shapes come from ``wfvae_jax.checkpoint.param_template``; conv kernels and biases are
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` like PyTorch's default init, norm scales 1 and
@@ -185,6 +193,8 @@ def random_params(config: Any, seed: int = 0) -> Any:
     from wfvae_jax.checkpoint import param_template
 
     shapes = param_template(config)
+    if part is not None:
+        shapes = {part: shapes[part]}
     rng = np.random.default_rng(seed)
 
     def fill(tree: Any) -> Any:
@@ -472,7 +482,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     frames for decode), ``dtype`` ("float32"/"bfloat16"), ``batch``, ``warm_runs``,
     ``warm_budget_s``, ``cache_dir``, ``seed``, ``precision`` (optional
     ``jax_default_matmul_precision``). Encode gets a uniform [-1, 1] video, decode a
-    standard-normal latent of the matching shape; weights are :func:`random_params`.
+    standard-normal latent of the matching shape; weights are :func:`random_params`, only
+    the op's half (``OP_PART``).
     """
     import jax
     import numpy as np
@@ -488,7 +499,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     op, tc = spec["op"], api_t_chunk(spec["t_chunk"])
     b, t, s = spec.get("batch", 1), spec["frames"], spec["size"]
     rng = np.random.default_rng(spec.get("seed", 0))
-    params = random_params(cfg, spec.get("seed", 0))
+    params = random_params(cfg, spec.get("seed", 0), part=OP_PART[op])
     if op == "encode":
         x = random_video((b, t, s, s, 3), spec.get("seed", 0))
     else:

@@ -73,9 +73,9 @@ def _model(spec: dict) -> tuple[Any, Any]:
     import wfvae_jax
 
     if spec["checkpoint"]:
-        return wfvae_jax.load_pretrained(spec["checkpoint"])
+        return wfvae_jax.load_pretrained(spec["checkpoint"], part="encoder")
     config = wfvae_jax.get_config(spec["config"])
-    return C.random_params(config), config
+    return C.random_params(config, part="encoder"), config
 
 
 def _plain_loop(params, config, root, clips, spec, batch) -> dict[str, float]:

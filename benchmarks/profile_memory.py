@@ -10,7 +10,9 @@ that by re-invoking itself per configuration and prints one table.
   python benchmarks/profile_memory.py --all --frames 33 --size 256 --json out.json
   LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/profile_memory.py --op encode
 
-Weights are random (``init_params``), so no checkpoint is needed. Timings on a shared machine are
+Weights are random (``init_params``), so no checkpoint is needed; only the op's half is kept
+(``load_pretrained(path, part="encoder"|"decoder")``; the other half is freed before the
+baseline). Timings on a shared machine are
 noisy: compare A/B within one run.
 """
 
@@ -57,6 +59,8 @@ def run_one(args: argparse.Namespace) -> dict:
 
     config = wfvae_jax.get_config(args.config)
     params = wfvae_jax.init_params(config, jax.random.key(0))
+    part = "encoder" if args.op == "encode" else "decoder"
+    params = {part: params[part]}  # only the op's half, as load_pretrained(part=...) loads it
     d = config.temporal_downsample
     rng = np.random.default_rng(0)
     if args.op == "encode":

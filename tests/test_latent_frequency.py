@@ -121,7 +121,9 @@ def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
         mean = jnp.broadcast_to(pattern, (1, 9, 4, 4, 2)) + 0.0 * jnp.sum(x)
         return types.SimpleNamespace(mean=mean)
 
-    monkeypatch.setattr(wfvae_jax, "load_pretrained", lambda path: ({}, cfg), raising=False)
+    monkeypatch.setattr(
+        wfvae_jax, "load_pretrained", lambda path, part=None: ({}, cfg), raising=False
+    )
     monkeypatch.setattr(wfvae_jax, "encode", fake_encode, raising=False)
     monkeypatch.setattr(
         video_io,

@@ -14,6 +14,7 @@ time, XLA memory).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -65,6 +66,19 @@ def parse_dtype(dtype: Any) -> Any:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     return DTYPES[name]
+
+
+def check_params_part(params: Params, part: str) -> None:
+    """Raises ValueError unless ``params`` hold the ``part`` (``"encoder"`` or ``"decoder"``)
+    that the call needs: ``load_pretrained(path, part=...)`` may have loaded only the other."""
+    if not isinstance(params, Mapping) or part in params:
+        return
+    other = {"encoder": "decoder", "decoder": "encoder"}[part]
+    held = f"only the {other}" if set(params) == {other} else f"no {part} (keys {sorted(params)})"
+    raise ValueError(
+        f"these params hold {held}; load with part=None or part={part!r} "
+        "(wfvae_jax.load_pretrained)"
+    )
 
 
 def _check_finite(x: Any, what: str) -> None:
@@ -228,7 +242,8 @@ def encode(
     """Encodes a video to the posterior ``q(z | x)``.
 
     Args:
-      params: the ``params`` pytree (``load_pretrained`` or ``init_params``).
+      params: the ``params`` pytree (``load_pretrained`` or ``init_params``); the encoder
+        half suffices (``load_pretrained(path, part="encoder")``).
       video: ``(B, T, H, W, 3)`` float, values in [-1, 1] (see :func:`validate_video`),
         ``T = 1 + d k`` with ``d = config.temporal_downsample`` (4, or 8 for the 8x8x8 variant),
         H and W multiples of 8.
@@ -248,11 +263,13 @@ def encode(
       :class:`DiagonalGaussian` with ``mean``/``logvar`` ``(B, 1 + k, H/8, W/8, latent_dim)``
       (dtype ``dtype``); with ``return_taps``, ``(posterior, (W2, W3))``.
     Raises:
-      ValueError: bad shape, frame count, spatial size, dtype (uint8), non-finite values or
-        values outside [-1, 1], or bad ``t_chunk``; with ``mesh``: B not divisible by
+      ValueError: params without the encoder (:func:`check_params_part`), bad shape, frame
+        count, spatial size, dtype (uint8), non-finite values or values outside [-1, 1], or
+        bad ``t_chunk``; with ``mesh``: B not divisible by
         ``data``, H not by ``8 * space``, unknown axis names.
     Source: reference ``WFVAEModel.encode``.
     """
+    check_params_part(params, "encoder")
     validate_video(video, config)
     dtype = parse_dtype(dtype)
     t_chunk = _resolve_chunk(t_chunk, _auto_encode_chunk(video, config), return_taps)
@@ -279,6 +296,8 @@ def decode(
     """Decodes a latent to video.
 
     Args:
+      params: as for :func:`encode`; the decoder half suffices
+        (``load_pretrained(path, part="decoder")``).
       z: ``(B, t, h, w, latent_dim)`` latent (e.g. ``posterior.mode()``).
       t_chunk: latent frames per Causal Cache chunk (>= 1); ``0``: direct decoding; ``None``
         (default): :func:`auto_t_chunk` (``config.latent_chunk`` of its video-frame chunk for
@@ -291,10 +310,12 @@ def decode(
       (nominally [-1, 1], not clipped); with
       ``return_taps``, ``(video, (W2^, W3^))``.
     Raises:
-      ValueError: wrong rank or channel count, non-finite values, bad ``t_chunk``; with
+      ValueError: params without the decoder (:func:`check_params_part`), wrong rank or
+        channel count, non-finite values, bad ``t_chunk``; with
         ``mesh``: B not divisible by ``data``, h not by ``space``, unknown axis names.
     Source: reference ``WFVAEModel.decode``.
     """
+    check_params_part(params, "decoder")
     validate_latent(z, config)
     dtype = parse_dtype(dtype)
     t_chunk = _resolve_chunk(t_chunk, _auto_decode_chunk(z, config), return_taps)
@@ -337,9 +358,11 @@ def reconstruct(
       the reconstruction ``(B, T, H, W, 3)`` float32 (not clipped); with ``return_latent``,
       ``(reconstruction, z)`` with ``z`` ``(B, 1 + k, H/8, W/8, latent_dim)`` float32.
     Raises:
-      ValueError: as :func:`encode` / :func:`decode`, or LC settings the latent cannot take.
+      ValueError: as :func:`encode` / :func:`decode` (params need both halves), or LC settings
+        the latent cannot take.
     Source: the reference's ``scripts/recon_video.py`` (encode, ``.mode()``, decode).
     """
+    check_params_part(params, "decoder")  # before the encode, not after it
     dtype = parse_dtype(dtype)
     z = encode(params, video, config, dtype=dtype, t_chunk=t_chunk, mesh=mesh).mode()
     zc = z if lc is None else lc.compress(z)
@@ -371,6 +394,7 @@ def lower_encode(
     ``video`` and the params may be ``jax.ShapeDtypeStruct``. ``t_chunk`` as for :func:`encode`
     (``None``: :func:`auto_t_chunk`, ``0``: direct).
     """
+    check_params_part(params, "encoder")
     validate_video(_stand_in(video), config)
     dtype = parse_dtype(dtype)
     t_chunk = _resolve_chunk(t_chunk, _auto_encode_chunk(video, config), False)
@@ -395,6 +419,7 @@ def lower_decode(
 ) -> jax.stages.Lowered:
     """AOT lowering of the computation :func:`decode` runs for these arguments (same checks;
     ``t_chunk`` as for :func:`decode`)."""
+    check_params_part(params, "decoder")
     validate_latent(_stand_in(z), config)
     dtype = parse_dtype(dtype)
     t_chunk = _resolve_chunk(t_chunk, _auto_decode_chunk(z, config), False)

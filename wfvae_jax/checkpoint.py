@@ -127,6 +127,11 @@ def load_export_config(path: str | os.PathLike) -> WFVAEConfig:
 PARTS = ("encoder", "decoder")  # the top-level subtrees of the parameters
 
 
+def _check_part(part: str | None) -> None:
+    if part is not None and part not in PARTS:
+        raise ValueError(f"part must be None (both), 'encoder' or 'decoder', got {part!r}")
+
+
 def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[Any, WFVAEConfig]:
     """Loads an EXPORT directory (:func:`save_pretrained`, ``python -m wfvae_jax.convert``).
 
@@ -145,8 +150,7 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
       ValueError: ``part`` is not one of ``None``, ``"encoder"``, ``"decoder"``; or the stored
         parameters do not match the config.
     """
-    if part is not None and part not in PARTS:
-        raise ValueError(f"part must be None (both), 'encoder' or 'decoder', got {part!r}")
+    _check_part(part)
     path = Path(os.path.abspath(os.fspath(path)))
     layout = detect_layout(path)
     if layout is not Layout.EXPORT:
@@ -192,17 +196,25 @@ def _restore_part(params_dir: Path, template: Any) -> Any:
         stored_tree = ckptr.metadata(params_dir).item_metadata.tree
         stored = flat({k: stored_tree.get(k, {}) for k in template})
         want = flat(template)
-        diffs = [f"{k} not stored" for k in want if k not in stored]
-        diffs += [f"{k} stored but not in the config's model" for k in stored if k not in want]
-        diffs += [
-            f"{k}: stored {tuple(stored[k].shape)} {stored[k].dtype}, expected {v.shape} {v.dtype}"
+        missing = [k for k in want if k not in stored]
+        extra = [k for k in stored if k not in want]
+        wrong = [
+            f"{k} stored {tuple(stored[k].shape)} {stored[k].dtype}, expected {v.shape} {v.dtype}"
             for k, v in want.items()
             if k in stored
             and (tuple(stored[k].shape) != tuple(v.shape) or np.dtype(stored[k].dtype) != v.dtype)
         ]
+        diffs = [
+            f"{len(keys)} {what} (first: {keys[0]})"
+            for keys, what in (
+                (missing, "arrays of the config's model not stored"),
+                (extra, "stored arrays not in the config's model"),
+                (wrong, "arrays of another shape or dtype"),
+            )
+            if keys
+        ]
         if diffs:
-            more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-            raise ValueError("; ".join(diffs[:3]) + more)
+            raise ValueError("; ".join(diffs))
         return ckptr.restore(
             params_dir,
             args=ocp.args.PyTreeRestore(
@@ -251,7 +263,7 @@ def _step_config(step_dir: str) -> WFVAEConfig:
 
 
 def _restore_workdir_params(
-    workdir: str | os.PathLike, use_ema: bool, step: int | None
+    workdir: str | os.PathLike, use_ema: bool, step: int | None, part: str | None = None
 ) -> tuple[Any, WFVAEConfig, int]:
     ckpt_dir = checkpoints_dir(workdir)
     if not os.path.isdir(ckpt_dir):
@@ -269,7 +281,8 @@ def _restore_workdir_params(
     item_dir = os.path.join(step_dir, STATE_ITEM)
     key = "ema_params" if use_ema else "params"
     # Partial restore: only the wanted parameter subtree is read, never the optimizer states.
-    template = {key: param_template(config)}
+    template = param_template(config)
+    template = {key: template if part is None else {part: template[part]}}
     restore_args = ocp.checkpoint_utils.construct_restore_args(template)
     with ocp.PyTreeCheckpointer() as ckptr:
         try:
@@ -311,21 +324,25 @@ def load_model(
     workdir: str | os.PathLike | None = None,
     use_ema: bool = True,
     step: int | None = None,
+    part: str | None = None,
 ) -> tuple[Any, WFVAEConfig, str]:
     """``(params, config, description)`` from exactly one of ``checkpoint`` / ``workdir``.
 
     ``checkpoint`` is an EXPORT directory (a WORKDIR given here is loaded as one too);
     ``workdir`` a training WORKDIR (:func:`load_train_checkpoint`; ``use_ema``/``step`` apply).
-    ``description`` names the source for reports. Raises ValueError unless exactly one is
-    given; see the loaders for the rest.
+    ``part``: ``None`` (both halves), ``"encoder"`` or ``"decoder"``: only that half is read
+    (as :func:`load_pretrained`). ``description`` names the source for reports. Raises
+    ValueError unless exactly one source is given, or for a bad ``part``; see the loaders for
+    the rest.
     """
     if (checkpoint is None) == (workdir is None):
         raise ValueError("give exactly one of --checkpoint (converted dir) or --workdir")
+    _check_part(part)
     if checkpoint is not None and detect_layout(checkpoint) is not Layout.WORKDIR:
-        params, config = load_pretrained(checkpoint)
+        params, config = load_pretrained(checkpoint, part=part)
         return params, config, f"checkpoint {os.path.abspath(os.fspath(checkpoint))}"
     src = workdir if workdir is not None else checkpoint
-    params, config, step = _restore_workdir_params(src, use_ema, step)
+    params, config, step = _restore_workdir_params(src, use_ema, step, part)
     which = "EMA" if use_ema else "raw"
     return params, config, f"workdir {os.path.abspath(os.fspath(src))} (step {step}, {which})"
 

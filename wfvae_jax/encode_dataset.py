@@ -621,7 +621,9 @@ def _spec_dict(params, config, inputs, spec: ClipSpec, options: EncodeOptions) -
         "model": {
             "config": arch,
             "config_hash": _sha256_json(arch),
-            "params_hash": params_hash(params),
+            # The encoder's alone: records depend on nothing else, so full params and
+            # load_pretrained(part="encoder") name the same encoding.
+            "params_hash": params_hash({"encoder": params["encoder"]}),
         },
         "clips": spec.to_dict(),
         "source": inputs.identity(),
@@ -1002,7 +1004,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(EncodeOptions)}
     )
     options.check()
-    params, config = load_pretrained(args.checkpoint)
+    params, config = load_pretrained(args.checkpoint, part="encoder")  # the decoder is not used
     spec.check(config)
     if args.videos is not None:
         inputs = FolderInput(args.videos)

@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
     video_io.clip_spec_from_args(args)  # flag errors before the model loads
     params, config, description = load_model(
-        args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step
+        args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step, part="encoder"
     )
     clips = clips_from_args(args, config)
     stats = compute_latent_stats(

@@ -30,7 +30,8 @@ Records (ArrayRecord, ``group_size:1``, uncompressed, so any record is one read)
 Records of a shard are in (video, start) order.
 
 ``manifest.json``: ``format``/``version``; ``spec`` (model config, ``config_hash`` and
-``params_hash``, the clip spec, source identity, encode settings) and its ``spec_hash``;
+``params_hash`` of the encoder's parameters, the clip spec, source identity, encode settings)
+and its ``spec_hash``;
 ``scale``/``shift`` (``latent_dim`` entries each; normalised ``= (z - shift) * scale``);
 ``latent_shape``; ``complete``; ``shards`` (file, videos range, records); ``num_records``;
 ``skipped`` (video, reason) and ``skipped_counts``; ``run`` (processes, devices, batch size).

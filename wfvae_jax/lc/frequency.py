@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # The Multi-WT halves the latent's H and W once more: sizes are multiples of 16.
     spec = video_io.clip_spec_from_args(args, multiple=16)
     videos = _find_videos(Path(args.videos), args.max_videos)
-    params, cfg = wfvae_jax.load_pretrained(args.checkpoint)
+    params, cfg = wfvae_jax.load_pretrained(args.checkpoint, part="encoder")
     spec.check_model(cfg)
     per_level: dict[int, list[FrequencyStats]] = {lv: [] for lv in args.levels}
     latent_shape = None

@@ -1,0 +1,170 @@
+"""load_pretrained(path, part=...): only one half of the weights is read, it equals that half of
+the full load, and encode / decode on it give bit-identical results (direct, Causal Cache chunks,
+and the auto rule); params without the half a call needs are a clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import wfvae_jax
+from wfvae_jax import api
+from wfvae_jax.checkpoint import CONFIG_NAME, load_model, load_pretrained, save_pretrained
+
+VIDEO_SHAPE = (1, 9, 16, 16, 3)  # T = 1 + 2 * 4: two latent frames after the first
+
+
+@pytest.fixture(scope="module")
+def export(tiny, tmp_path_factory):
+    """An EXPORT of the reference tiny checkpoint: (path, full params as loaded, config)."""
+    params, config, _ = tiny
+    path = tmp_path_factory.mktemp("export")
+    save_pretrained(path, params, config)
+    full, loaded_config = load_pretrained(path)
+    assert loaded_config == config
+    return path, full, config
+
+
+@pytest.fixture(scope="module")
+def video():
+    return np.random.default_rng(0).uniform(-1, 1, VIDEO_SHAPE).astype(np.float32)
+
+
+def _assert_trees_identical(a, b):
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb, strict=True):
+        assert x.dtype == y.dtype == np.float32 and x.shape == y.shape
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_part_equals_that_subtree_of_the_full_load(export, tiny, part):
+    path, full, config = export
+    params, loaded_config = load_pretrained(path, part=part)
+    assert loaded_config == config
+    assert list(params) == [part]
+    _assert_trees_identical(params[part], full[part])
+    _assert_trees_identical(params[part], tiny[0][part])  # and the weights that were saved
+    via_model, _, _ = load_model(checkpoint=path, part=part)
+    _assert_trees_identical(via_model, params)
+
+
+@pytest.mark.parametrize("bad", ["enc", "both", "Encoder", ""])
+def test_bad_part_is_a_value_error_naming_the_choices(export, bad):
+    path = export[0]
+    msg = r"part must be None \(both\), 'encoder' or 'decoder'"
+    with pytest.raises(ValueError, match=msg):
+        load_pretrained(path, part=bad)
+    with pytest.raises(ValueError, match=msg):
+        load_model(checkpoint=path, part=bad)
+
+
+def test_part_checks_only_its_half_against_the_config(export, tmp_path):
+    """A config.json whose decoder differs from the stored one: the encoder still loads, the
+    decoder (stored but not in the config, or in the config but not stored) does not."""
+    path, full, config = export
+    cases = ((config.decoder_num_resblocks + 1, "not stored"), (1, "stored arrays not in"))
+    for resblocks, what in cases:
+        other = dataclasses.replace(config, decoder_num_resblocks=resblocks)
+        d = tmp_path / f"r{resblocks}"
+        save_pretrained(d, full, config)
+        (d / CONFIG_NAME).write_text(json.dumps(other.to_dict()))
+        enc, _ = load_pretrained(d, part="encoder")
+        _assert_trees_identical(enc["encoder"], full["encoder"])
+        with pytest.raises(ValueError, match=f"do not match.*{what}"):
+            load_pretrained(d, part="decoder")
+        with pytest.raises(ValueError, match="do not match"):
+            load_pretrained(d)
+
+
+@pytest.fixture
+def small_auto_chunk(monkeypatch):
+    """AUTO_CHUNK_PIXELS of one 4-frame chunk at 16x16, so the auto rule chunks the tiny clip."""
+    monkeypatch.setattr(api, "AUTO_CHUNK_PIXELS", 4 * 16 * 16)
+
+
+@pytest.mark.parametrize("t_chunk", [0, 4, None])
+def test_encode_with_encoder_only_equals_full(export, video, small_auto_chunk, t_chunk):
+    path, full, config = export
+    enc, _ = load_pretrained(path, part="encoder")
+    if t_chunk is None:
+        assert api.auto_t_chunk(config, *VIDEO_SHAPE[1:4]) == 4  # auto really chunks
+    a = wfvae_jax.encode(full, video, config, t_chunk=t_chunk)
+    b = wfvae_jax.encode(enc, video, config, t_chunk=t_chunk)
+    np.testing.assert_array_equal(np.asarray(a.mean), np.asarray(b.mean))
+    np.testing.assert_array_equal(np.asarray(a.logvar), np.asarray(b.logvar))
+
+
+@pytest.mark.parametrize("t_chunk", [0, 1, None])
+def test_decode_with_decoder_only_equals_full(export, video, small_auto_chunk, t_chunk):
+    path, full, config = export
+    dec, _ = load_pretrained(path, part="decoder")
+    z = np.asarray(wfvae_jax.encode(full, video, config, t_chunk=0).mode())
+    if t_chunk is None:
+        assert api._auto_decode_chunk(z, config)() == 1  # auto really chunks
+    a = wfvae_jax.decode(full, z, config, t_chunk=t_chunk)
+    b = wfvae_jax.decode(dec, z, config, t_chunk=t_chunk)
+    assert a.shape == VIDEO_SHAPE
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_missing_half_is_a_clear_error(export, video):
+    path, _, config = export
+    enc, _ = load_pretrained(path, part="encoder")
+    dec, _ = load_pretrained(path, part="decoder")
+    z = np.zeros((1, 3, 2, 2, config.latent_dim), np.float32)
+    only_enc = r"these params hold only the encoder; load with part=None or part='decoder'"
+    only_dec = r"these params hold only the decoder; load with part=None or part='encoder'"
+    for t_chunk in (0, 1, None):
+        with pytest.raises(ValueError, match=only_enc):
+            wfvae_jax.decode(enc, z, config, t_chunk=t_chunk)
+    for t_chunk in (0, 4, None):
+        with pytest.raises(ValueError, match=only_dec):
+            wfvae_jax.encode(dec, video, config, t_chunk=t_chunk)
+    with pytest.raises(ValueError, match=only_enc):
+        wfvae_jax.reconstruct(enc, video, config)
+    with pytest.raises(ValueError, match=only_enc):
+        api.lower_decode(enc, z, config)
+    with pytest.raises(ValueError, match=r"hold no encoder \(keys \['params'\]\)"):
+        wfvae_jax.encode({"params": enc}, video, config)
+
+
+def test_encode_dataset_loads_only_the_encoder(export, monkeypatch, tmp_path):
+    """``wfvae encode-dataset`` asks for the encoder alone, and encoder-only params name the same
+    encoding as full params (a run resumed with either is the same dataset)."""
+    from tests.conftest import DATA
+    from wfvae_jax import encode_dataset as ed
+
+    path, full, config = export
+    parts = []
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load(p, part=None):
+        parts.append(part)
+        raise Loaded
+
+    monkeypatch.setattr("wfvae_jax.checkpoint.load_pretrained", fake_load)
+    out_args = ["--out", str(tmp_path / "o"), "--num_frames", "9", "--resolution", "16"]
+    with pytest.raises(Loaded):
+        ed.main([*["--checkpoint", str(path), "--videos", str(DATA / "videos")], *out_args])
+    assert parts == ["encoder"]
+
+    enc, _ = load_pretrained(path, part="encoder")
+    inputs = ed.FolderInput(str(DATA / "videos"))
+    spec = ed.ClipSpec(num_frames=9, resolution=(16, 16), frame_stride=1, clips_per_video=1)
+    options = ed.EncodeOptions(worker_count=0, progress=False)
+    assert ed._spec_dict(enc, config, inputs, spec, options) == ed._spec_dict(
+        full, config, inputs, spec, options
+    )
+    changed = dict(full, encoder=jax.tree.map(lambda a: a * 1.01, full["encoder"]))
+    assert ed._spec_dict(changed, config, inputs, spec, options) != ed._spec_dict(
+        enc, config, inputs, spec, options
+    )
