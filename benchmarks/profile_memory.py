@@ -10,9 +10,9 @@ that by re-invoking itself per configuration and prints one table.
   python benchmarks/profile_memory.py --all --frames 33 --size 256 --json out.json
   LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/profile_memory.py --op encode
 
-Weights are random (``init_params``), so no checkpoint is needed; only the op's half is kept
-(``load_pretrained(path, part="encoder"|"decoder")``; the other half is freed before the
-baseline). Timings on a shared machine are
+Weights are random (``init_params``), so no checkpoint is needed; only the op's half is kept,
+as ``load_pretrained(path, part="encoder"|"decoder")`` loads it (the other half is dropped
+before the baseline RSS is read; ``ru_maxrss`` still includes ``init_params``' peak). Timings on a shared machine are
 noisy: compare A/B within one run.
 """
 
