@@ -12,8 +12,8 @@ that by re-invoking itself per configuration and prints one table.
 
 Weights are random (``init_params``), so no checkpoint is needed; only the op's half is kept,
 as ``load_pretrained(path, part="encoder"|"decoder")`` loads it (the other half is dropped
-before the baseline RSS is read; ``ru_maxrss`` still includes ``init_params``' peak). Timings on a shared machine are
-noisy: compare A/B within one run.
+before the baseline RSS is read; ``ru_maxrss`` still includes ``init_params``' peak). Timings
+on a shared machine are noisy: compare A/B within one run.
 """
 
 from __future__ import annotations
