@@ -48,6 +48,32 @@ def tiny_any(request):
 
 _CACHE_DIR_AT_START = jax.config.jax_compilation_cache_dir
 
+# Every XLA:CPU executable keeps its JIT-compiled code in its own memory mappings (~300-1,400 per
+# compiled model here), and jax's caches keep every executable of the session alive. The suite
+# compiles thousands of functions in one process, which reaches the kernel's per-process limit
+# on mappings (vm.max_map_count, 65,530 by default) after ~110 tests; LLVM's JIT then segfaults
+# inside a compile (CI exit 139). Dropping jax's caches unmaps them.
+_MAX_MAPS_BEFORE_CLEAR = 20_000
+
+
+def _num_memory_maps() -> int:
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux: no such limit to stay under
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory_maps():
+    """Clears jax's compilation caches after a test once the process holds many mappings."""
+    yield
+    if _num_memory_maps() > _MAX_MAPS_BEFORE_CLEAR:
+        import gc
+
+        jax.clear_caches()
+        gc.collect()
+
 
 @pytest.fixture(autouse=True)
 def _no_persistent_cache_leak(request):
