@@ -104,8 +104,9 @@ def test_encode_two_processes_equal_one(ckpt, tmp_path):
     _run([*cmd, "--out", str(two), "--batch_size", "4"], tmp_path, devices=2, processes=2)
 
     m1, m2 = LatentSource(one).manifest, LatentSource(two).manifest
-    assert m2["run"] == {"processes": 2, "devices": 4, "batch_size": 4}
-    assert m1["run"] == {"processes": 1, "devices": 2, "batch_size": 2}
+    mesh = {"data": 4, "space": 1}, {"data": 2, "space": 1}  # the default --mesh: data only
+    assert m2["run"] == {"processes": 2, "devices": 4, "batch_size": 4, "mesh": mesh[0]}
+    assert m1["run"] == {"processes": 1, "devices": 2, "batch_size": 2, "mesh": mesh[1]}
     assert m1["spec_hash"] == m2["spec_hash"] and m1["num_records"] == m2["num_records"] == 7
     assert m1["shards"] == m2["shards"] and m1["skipped"] == m2["skipped"]
     assert [s["records"] for s in m2["shards"]] == [2, 2, 0, 1, 1, 1]
