@@ -160,9 +160,13 @@ def dispatch(argv: Sequence[str]) -> Any:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     fn = resolve(name)
-    # Subcommands are `prog` to their own argparse help/errors.
-    sys.argv = [f"wfvae {name}", *rest]
-    return fn(rest)
+    # Subcommands are `prog` to their own argparse help/errors; restored after, so an
+    # in-process caller (tests, notebooks) keeps its own argv.
+    saved, sys.argv = sys.argv, [f"wfvae {name}", *rest]
+    try:
+        return fn(rest)
+    finally:
+        sys.argv = saved
 
 
 def main(argv: Sequence[str] | None = None) -> None:
