@@ -173,10 +173,6 @@ class CacheHitCounter:
         jax.monitoring.register_event_listener(listener)
 
 
-# The parameter subtree each op runs: a one-op benchmark holds only that half of the weights.
-OP_PART = {"encode": "encoder", "decode": "decoder"}
-
-
 def random_params(config: Any, seed: int = 0, part: str | None = None) -> Any:
     """Random WF-VAE parameters without running ``init`` (cheap in time and memory).
 
@@ -483,12 +479,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     ``warm_budget_s``, ``cache_dir``, ``seed``, ``precision`` (optional
     ``jax_default_matmul_precision``). Encode gets a uniform [-1, 1] video, decode a
     standard-normal latent of the matching shape; weights are :func:`random_params`, only
-    the op's half (``OP_PART``).
+    the op's half (``wfvae_jax.checkpoint.OP_PART``).
     """
     import jax
     import numpy as np
 
     import wfvae_jax
+    from wfvae_jax.checkpoint import OP_PART
 
     enable_compilation_cache(spec["cache_dir"])
     if spec.get("precision"):

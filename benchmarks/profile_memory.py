@@ -56,10 +56,11 @@ def run_one(args: argparse.Namespace) -> dict:
 
     import wfvae_jax
     from wfvae_jax import api, causal_cache
+    from wfvae_jax.checkpoint import OP_PART
 
     config = wfvae_jax.get_config(args.config)
     params = wfvae_jax.init_params(config, jax.random.key(0))
-    part = "encoder" if args.op == "encode" else "decoder"
+    part = OP_PART[args.op]
     params = {part: params[part]}  # only the op's half, as load_pretrained(part=...) loads it
     d = config.temporal_downsample
     rng = np.random.default_rng(0)

@@ -239,9 +239,9 @@ def ours_run(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     import wfvae_jax
+    from wfvae_jax.checkpoint import OP_PART
 
-    part = "encoder" if spec["op"] == "encode" else "decoder"
-    params, config = wfvae_jax.load_pretrained(spec["weights"], part=part)
+    params, config = wfvae_jax.load_pretrained(spec["weights"], part=OP_PART[spec["op"]])
     x = jax.block_until_ready(jax.numpy.asarray(np.load(spec["input"])))
     base = _peak_rss_mib()
     tc = spec["t_chunk"]  # 0: direct; None: auto; else the chunk

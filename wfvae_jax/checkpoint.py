@@ -125,6 +125,8 @@ def load_export_config(path: str | os.PathLike) -> WFVAEConfig:
 
 
 PARTS = ("encoder", "decoder")  # the top-level subtrees of the parameters
+# The half each op runs: load_pretrained(path, part=OP_PART[op]) holds no unused weights.
+OP_PART = {"encode": "encoder", "decode": "decoder"}
 
 
 def _check_part(part: str | None) -> None:
