@@ -13,7 +13,6 @@ time, XLA memory).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wfvae_jax import sharding
+from wfvae_jax import compile_options, sharding
 from wfvae_jax.config import WFVAEConfig, nearest_valid_num_frames  # noqa: F401 (re-export)
 from wfvae_jax.model import WFVAE
 from wfvae_jax.posterior import DiagonalGaussian
@@ -215,14 +214,14 @@ def _auto_decode_chunk(z: Any, config: WFVAEConfig) -> Any:
     return chunk
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype", "mesh"))
+@compile_options.jit(static_argnames=("config", "dtype", "mesh"))
 def _encode(params: Params, video: jnp.ndarray, config: WFVAEConfig, dtype: Any, mesh=None):
     with sharding.constrain(mesh):
         post, taps, _ = WFVAE(config, dtype).apply({"params": params}, video, method=WFVAE.encode)
     return post, taps
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype", "mesh"))
+@compile_options.jit(static_argnames=("config", "dtype", "mesh"))
 def _decode(params: Params, z: jnp.ndarray, config: WFVAEConfig, dtype: Any, mesh=None):
     with sharding.constrain(mesh):
         dec, taps, _ = WFVAE(config, dtype).apply({"params": params}, z, method=WFVAE.decode)

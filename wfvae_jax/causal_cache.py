@@ -33,13 +33,12 @@ frames (``WFVAEConfig.latent_chunk`` converts).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from wfvae_jax import sharding
+from wfvae_jax import compile_options, sharding
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.model import WFVAE
 from wfvae_jax.posterior import DiagonalGaussian
@@ -58,7 +57,7 @@ def _check(config: WFVAEConfig, t_chunk: int, multiple: int, what: str) -> None:
         raise ValueError(f"{what} t_chunk must be a positive multiple of {multiple}, got {t_chunk}")
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype", "mesh"))
+@jax.jit(static_argnames=("config", "dtype", "mesh"))
 def _enc_step(params, x, cache, config, dtype, mesh=None):
     TRACE_COUNT["encode"] += 1
     with sharding.constrain(mesh):  # also shards the returned cache, i.e. the scan carry
@@ -68,7 +67,7 @@ def _enc_step(params, x, cache, config, dtype, mesh=None):
     return jnp.concatenate([post.mean, post.logvar], -1), cache
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype", "lookahead", "mesh"))
+@jax.jit(static_argnames=("config", "dtype", "lookahead", "mesh"))
 def _dec_step(params, z, cache, config, dtype, lookahead, mesh=None):
     TRACE_COUNT["decode"] += 1
     with sharding.constrain(mesh):
@@ -78,7 +77,7 @@ def _dec_step(params, z, cache, config, dtype, lookahead, mesh=None):
     return dec, cache
 
 
-@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype", "mesh"))
+@compile_options.jit(static_argnames=("config", "t_chunk", "dtype", "mesh"))
 def _encode_chunked(params, video, config, t_chunk, dtype, mesh=None):
     b, t = video.shape[:2]
     moments0, cache = _enc_step(params, video[:, :1], None, config, dtype, mesh)
@@ -124,7 +123,7 @@ def encode_chunked(
     return DiagonalGaussian.from_moments(moments)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "t_chunk", "dtype", "mesh"))
+@compile_options.jit(static_argnames=("config", "t_chunk", "dtype", "mesh"))
 def _decode_chunked(params, z, config, t_chunk, dtype, mesh=None):
     b, t = z.shape[:2]
     up = config.temporal_downsample

@@ -71,6 +71,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from wfvae_jax import compile_options
 from wfvae_jax.api import DTYPES, T_CHUNK_HELP, encode, parse_dtype
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
@@ -601,7 +602,7 @@ def _make_step(
         return {"mean": mean.astype(storage), "logvar": logvar.astype(storage)}
 
     video = activation_sharding(mesh)  # B over "data", H over "space"
-    return jax.jit(step, in_shardings=(replicated, video, data), out_shardings=data)
+    return compile_options.jit(step, in_shardings=(replicated, video, data), out_shardings=data)
 
 
 def _replicate(params: Any, mesh: Mesh) -> Any:
