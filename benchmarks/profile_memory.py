@@ -55,7 +55,7 @@ def run_one(args: argparse.Namespace) -> dict:
     import numpy as np
 
     import wfvae_jax
-    from wfvae_jax import api, causal_cache
+    from wfvae_jax import api
     from wfvae_jax.checkpoint import OP_PART
 
     config = wfvae_jax.get_config(args.config)
@@ -73,22 +73,11 @@ def run_one(args: argparse.Namespace) -> dict:
     x = jnp.asarray(x)
     jax.block_until_ready((params, x))
     base = _rss_mib()
-    tc = args.t_chunk or None
-    if args.op == "encode":
-        fn = (
-            (lambda p, v: api._encode(p, v, config, jnp.float32)[0].mean)
-            if tc is None
-            else (lambda p, v: causal_cache._encode_chunked(p, v, config, tc, jnp.float32))
-        )
-    else:
-        fn = (
-            (lambda p, v: api._decode(p, v, config, jnp.float32)[0])
-            if tc is None
-            else (lambda p, v: causal_cache._decode_chunked(p, v, config, tc, jnp.float32))
-        )
+    # The library's own lowering: its compile options (wfvae_jax.compile_options) included.
+    lower = api.lower_encode if args.op == "encode" else api.lower_decode
     _reset_hwm()
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(params, x).compile()
+    compiled = lower(params, x, config, t_chunk=args.t_chunk).compile()
     compile_s = time.perf_counter() - t0
     ma = compiled.memory_analysis()
     compile_hwm = _hwm_mib()
