@@ -22,6 +22,9 @@ def tiny():
 def test_cpu_options_only_on_cpu():
     assert compile_options.options("cpu") == {"xla_cpu_experimental_ynn_fusion_type": ""}
     assert compile_options.options("gpu") == {} and compile_options.options("tpu") == {}
+    extra = compile_options.CPU_MEMORY_SCHEDULER
+    assert compile_options.options("cpu", extra) == {**compile_options.CPU, **extra}
+    assert compile_options.options("gpu", extra) == {}
 
 
 @pytest.mark.parametrize("t_chunk", [0, 4])

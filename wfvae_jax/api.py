@@ -214,7 +214,9 @@ def _auto_decode_chunk(z: Any, config: WFVAEConfig) -> Any:
     return chunk
 
 
-@compile_options.jit(static_argnames=("config", "dtype", "mesh"))
+@compile_options.jit(
+    static_argnames=("config", "dtype", "mesh"), cpu_extra=compile_options.CPU_MEMORY_SCHEDULER
+)
 def _encode(params: Params, video: jnp.ndarray, config: WFVAEConfig, dtype: Any, mesh=None):
     with sharding.constrain(mesh):
         post, taps, _ = WFVAE(config, dtype).apply({"params": params}, video, method=WFVAE.encode)
