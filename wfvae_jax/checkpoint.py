@@ -93,6 +93,17 @@ def param_template(config: WFVAEConfig) -> Any:
     return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
 
 
+def _on_device(template: Any) -> Any:
+    """``template`` with every leaf placed on the first local device, so orbax restores
+    ``jax.Array``s there: the weights exist once, where they run. Host numpy params are copied
+    to the device at every jitted call instead (XLA:CPU included: +413 MiB of RSS per WF-VAE-S
+    decode call, +146 MiB per encode)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), template
+    )
+
+
 # ---- EXPORT -------------------------------------------------------------------------------
 
 
@@ -144,8 +155,10 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
         e.g. WF-VAE-S: encoder 146 MiB, decoder 413 MiB of float32). Encoder-only params serve
         ``wfvae_jax.encode``, decoder-only params ``wfvae_jax.decode``.
     Returns:
-      ``(params, config)``; params are float32 numpy arrays (host memory) in the pytree
-      ``{"encoder": ..., "decoder": ...}``, or only the ``part`` key.
+      ``(params, config)``; params are float32 ``jax.Array``s on the first local device
+      (``jax.local_devices()[0]``; ``wfvae_jax.encode``/``decode(mesh=...)`` replicate them
+      over a mesh) in the pytree ``{"encoder": ..., "decoder": ...}``, or only the ``part``
+      key.
     Raises:
       FileNotFoundError: ``path`` is missing or not an EXPORT (the message says what it is
         instead: a PyTorch release to convert first, or a training workdir).
@@ -168,7 +181,7 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
         )
     config = load_export_config(path)
     params_dir = path / EXPORT_PARAMS
-    template = param_template(config)
+    template = _on_device(param_template(config))
     try:
         if part is None:
             with ocp.StandardCheckpointer() as ckptr:
@@ -283,7 +296,7 @@ def _restore_workdir_params(
     item_dir = os.path.join(step_dir, STATE_ITEM)
     key = "ema_params" if use_ema else "params"
     # Partial restore: only the wanted parameter subtree is read, never the optimizer states.
-    template = param_template(config)
+    template = _on_device(param_template(config))
     template = {key: template if part is None else {part: template[part]}}
     restore_args = ocp.checkpoint_utils.construct_restore_args(template)
     with ocp.PyTreeCheckpointer() as ckptr:
@@ -312,7 +325,8 @@ def load_train_checkpoint(
         of the raw ``params``.
       step: checkpoint step; ``None`` takes the latest.
     Returns:
-      ``(params, config)``: float32 ``jax.Array`` pytree and its :class:`WFVAEConfig`.
+      ``(params, config)``: float32 ``jax.Array`` pytree on the first local device and its
+      :class:`WFVAEConfig`.
     Raises:
       FileNotFoundError: no checkpoint (or not the requested step), or no ``meta`` item.
       ValueError: the checkpoint does not hold the requested parameters for its config.
