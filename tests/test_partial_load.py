@@ -49,6 +49,10 @@ def test_part_equals_that_subtree_of_the_full_load(export, tiny, part):
     params, loaded_config = load_pretrained(path, part=part)
     assert loaded_config == config
     assert list(params) == [part]
+    # On the device already: host numpy would be copied to the device at every jitted call.
+    device = jax.local_devices()[0]
+    for leaf in jax.tree.leaves(params) + jax.tree.leaves(full):
+        assert isinstance(leaf, jax.Array) and leaf.devices() == {device}
     _assert_trees_identical(params[part], full[part])
     _assert_trees_identical(params[part], tiny[0][part])  # and the weights that were saved
     via_model, _, _ = load_model(checkpoint=path, part=part)
