@@ -26,7 +26,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from wfvae_jax import wavelets
+from wfvae_jax import compile_options, wavelets
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.layers import (
     AttnBlock3DFix,
@@ -292,14 +292,11 @@ class WFVAE(nn.Module):
 
 def init_params(config: WFVAEConfig, rng: jax.Array, frames: int = 1, size: int = 8) -> Any:
     """Randomly initialised parameters (PyTorch's default conv init), as a params pytree."""
-    # jax accepts compiler options on a top-level jit only; under an outer trace (jit,
-    # eval_shape) every new array is a tracer.
-    nested = isinstance(jnp.zeros(()), jax.core.Tracer)
-    return _jitted_init(config, frames, size, nested)(rng)
+    return _jitted_init(config, frames, size)(rng)
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_init(config: WFVAEConfig, frames: int, size: int, nested: bool) -> Any:
+def _jitted_init(config: WFVAEConfig, frames: int, size: int) -> Any:
     """The jitted init of one architecture, kept so another seed reuses its compilation."""
 
     def init(rng):
@@ -309,5 +306,4 @@ def _jitted_init(config: WFVAEConfig, frames: int, size: int, nested: bool) -> A
     # Jitted: an eager Flax init dispatches every op separately (over a minute for WF-VAE-S).
     # On CPU, LLVM -O2 instead of XLA's default -O3: the same bits, compiled ~4x faster (-O3
     # takes 40-60 s over the hundreds of inlined threefry hashes of a base-8 model, -O2 ~12 s).
-    fast = not nested and jax.default_backend() == "cpu"
-    return jax.jit(init, compiler_options={"xla_backend_optimization_level": 2} if fast else None)
+    return compile_options.jit(init, cpu_extra={"xla_backend_optimization_level": 2})
