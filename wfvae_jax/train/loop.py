@@ -231,7 +231,9 @@ def _initial_state(
         sh = steps.state_sharding
         if layout.is_export_dir(config.init_from):
             params, _ = wfvae_jax.load_pretrained(config.init_from)
-            params = jax.device_put(params, sh.params)
+            # Through host numpy, as before load_pretrained returned device arrays: a
+            # multi-process sharding is placed from host data on every process.
+            params = jax.device_put(jax.tree.map(np.asarray, params), sh.params)
             # A fresh AdamW state does not depend on the parameter values.
             state = state.replace(params=params, ema_params=params)
         else:
