@@ -55,7 +55,9 @@ def run_one(args: argparse.Namespace) -> dict:
     import numpy as np
 
     import wfvae_jax
-    from wfvae_jax import api
+    from wfvae_jax import api, compile_options
+
+    compile_options.TRIM_AFTER_COMPILE = not args.no_trim
     from wfvae_jax.checkpoint import OP_PART
 
     config = wfvae_jax.get_config(args.config)
@@ -100,6 +102,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "size": args.size,
         "t_chunk": args.t_chunk,
         "preload": os.environ.get("LD_PRELOAD", ""),
+        "trim_after_compile": not args.no_trim,
         "baseline_rss_mib": round(base, 1),
         "compile_rss_delta_mib": round(after_compile - base, 1),
         "compile_peak_above_baseline_mib": round(compile_hwm - base, 1),
@@ -127,6 +130,9 @@ def main() -> None:
     p.add_argument("--t-chunk", type=int, default=0, help="0: direct")
     p.add_argument("--repeats", type=int, default=1, help="warm calls after the first")
     p.add_argument("--all", action="store_true", help="encode/decode direct and chunked")
+    p.add_argument(
+        "--no-trim", action="store_true", help="keep the compile's freed heap (A/B of the trim)"
+    )
     p.add_argument("--json", help="append results to this JSON-lines file")
     args = p.parse_args()
     if not args.all:
@@ -138,7 +144,7 @@ def main() -> None:
         for op, tc in (("encode", 0), ("decode", 0), ("encode", 8), ("decode", 2)):
             cmd = [sys.executable, __file__, "--config", args.config, "--op", op]
             cmd += ["--frames", str(args.frames), "--size", str(args.size), "--t-chunk", str(tc)]
-            cmd += ["--repeats", str(args.repeats)]
+            cmd += ["--repeats", str(args.repeats)] + (["--no-trim"] if args.no_trim else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows += [json.loads(ln[len(TAG) :]) for ln in out.splitlines() if ln.startswith(TAG)]
     keys = ("op", "t_chunk", "frames", "xla_temp_mib", "first_call_s", "warm_s")

@@ -15,10 +15,11 @@ last ``k - s`` frames of its time-padded input; see ``wfvae_jax.layers``):
 - the decoder's time upsamplers: their last input frame (linear interpolation of frame i needs
   i-1).
 Linear time interpolation also needs frame ``i + 1``: decoder chunks therefore carry one latent
-frame of lookahead whose ``d`` output frames are dropped, and caches exclude it (the reference's
-``cache_offset``: the lookahead is 1 frame up to up2's upsampler, 2 after it, and 4 after up1's
-in the 8x variant, where up1's upsampler's ``depth=1`` caches the frame before those 2); so
-decoding does a little extra work (1 latent frame per chunk).
+frame of lookahead, which caches exclude. It runs through the layers before up2's time upsampler
+(the latent-rate part of the decoder), which drops what it interpolated from it (keeping one
+frame for up1's upsampler in the 8x variant), so the full-resolution layers do no extra work.
+The reference (``cache_offset``: 1 frame up to up2's upsampler, 2 after it, 4 after up1's in the
+8x variant) carries it to the output and discards ``d`` video frames per chunk there.
 Unlike the reference's ``tile_decode`` (whose auto-selected chunks avoid the cases), any chunk
 size is exact here: a chunk ending one latent frame before the end still gets its lookahead, and a
 final chunk of one latent frame is still upsampled in time.
@@ -126,7 +127,6 @@ def encode_chunked(
 @compile_options.jit(static_argnames=("config", "t_chunk", "dtype", "mesh"))
 def _decode_chunked(params, z, config, t_chunk, dtype, mesh=None):
     b, t = z.shape[:2]
-    up = config.temporal_downsample
     out0, cache = _dec_step(params, z[:, :1], None, config, dtype, 0, mesh)
     n_rest = t - 1
     # Chunks before the last carry one lookahead frame; the last one is a final step.
@@ -138,7 +138,7 @@ def _decode_chunked(params, z, config, t_chunk, dtype, mesh=None):
 
         def body(c, zc):
             y, c = _dec_step(params, zc, c, config, dtype, 1, mesh)
-            return c, y[:, : up * t_chunk]
+            return c, y  # (B, up * t_chunk, H, W, 3): the lookahead makes no output frames
 
         cache, ys = jax.lax.scan(body, cache, windows)
         outs.append(ys.swapaxes(0, 1).reshape(b, -1, *ys.shape[3:]))

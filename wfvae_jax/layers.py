@@ -90,9 +90,10 @@ def conv_nd(
         y = None
         for i in range(kt):
             xi = x[:, i : i + st * (t_out - 1) + 1 : st]
-            yi = _conv(
-                xi.reshape(b * t_out, *x.shape[2:]), kernel[i], strides[1:], padding[1:], dtype
-            )
+            xi = xi.reshape(b * t_out, *x.shape[2:])
+            # kt == 1: a reshape is a bitcast; kernel[i] is a copy in XLA.
+            ki = kernel.reshape(kernel.shape[1:]) if kt == 1 else kernel[i]
+            yi = _conv(xi, ki, strides[1:], padding[1:], dtype)
             y = yi if y is None else y + yi
         y = y.reshape(b, t_out, *y.shape[1:])
     else:
@@ -128,6 +129,14 @@ class ConvND(nn.Module):
         )
 
 
+def _conv2d_params(
+    mod: nn.Module, features: int, k: int, cin: int
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``kernel`` ``(k, k, Cin, Cout)`` and ``bias`` ``(Cout,)`` on ``mod``, PyTorch's init."""
+    init = _torch_uniform(cin * k * k)
+    return mod.param("kernel", init, (k, k, cin, features)), mod.param("bias", init, (features,))
+
+
 class Conv2d(nn.Module):
     """Per-frame 2D convolution of a video (the reference's ``Conv2d`` with ``video_to_image``).
 
@@ -144,10 +153,7 @@ class Conv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        k, cin = self.kernel_size, x.shape[-1]
-        init = _torch_uniform(cin * k * k)
-        kernel = self.param("kernel", init, (k, k, cin, self.features))
-        bias = self.param("bias", init, (self.features,))
+        kernel, bias = _conv2d_params(self, self.features, self.kernel_size, x.shape[-1])
         lead = x.shape[:-3]
         y = conv_nd(
             x.reshape(-1, *x.shape[-3:]),
@@ -327,16 +333,68 @@ class Downsample(nn.Module):
         return Conv2d(self.out_channels, 3, 2, (0, 1), dtype=self.dtype, name="conv")(x)
 
 
+def _nearest_taps(k: jnp.ndarray, axis: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """A 3-tap kernel axis seen through 2x nearest upsampling: ``(even, odd)`` 2-tap kernels.
+
+    Output ``2i`` of the 3-tap conv reads upsampled samples ``2i-1, 2i, 2i+1`` = source
+    ``i-1, i, i``: taps ``(w0, w1 + w2)`` over ``(i-1, i)``; output ``2i+1`` reads source
+    ``i, i, i+1``: taps ``(w0 + w1, w2)`` over ``(i, i+1)``. Zero padding carries over as is.
+    """
+    w0, w1, w2 = (lax.index_in_dim(k, i, axis) for i in range(3))
+    return jnp.concatenate([w0, w1 + w2], axis), jnp.concatenate([w0 + w1, w2], axis)
+
+
+def upsample2x_nearest_conv3x3(
+    x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, dtype: Dtype
+) -> jnp.ndarray:
+    """``conv3x3(nearest_upsample_2x(x))`` (padding 1) computed at the input resolution.
+
+    ``(N, H, W, Cin)``, kernel ``(3, 3, Cin, Cout)`` -> ``(N, 2H, 2W, Cout)``. Each of the four
+    output phases ``(a, b)`` (row/column parity) is a 2x2 conv of ``x`` with summed taps
+    (:func:`_nearest_taps`), so the 4x-larger upsampled input is never built and the conv does
+    4/9 of the multiply-adds. The same function up to float reassociation of the summed taps.
+    """
+    n, h, w, _ = x.shape
+    pads = ((1, 0), (0, 1))  # phase 0 reads (i-1, i), phase 1 reads (i, i+1)
+    rows = []
+    for a, ka in enumerate(_nearest_taps(kernel, 0)):  # ka (2, 3, Cin, Cout)
+        cols = [
+            conv_nd(x, kab, None, (1, 1), (pads[a], pads[b]), dtype)  # (N, H, W, Cout)
+            for b, kab in enumerate(_nearest_taps(ka, 1))  # kab (2, 2, Cin, Cout)
+        ]
+        rows.append(jnp.stack(cols, axis=3).reshape(n, h, 2 * w, -1))  # (N, H, 2W, Cout)
+    y = jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, -1)  # (N, 2H, 2W, Cout)
+    return y + bias.astype(dtype)
+
+
 class Upsample(nn.Module):
-    """Per-frame 2x nearest spatial upsampling then conv3x3. Source: reference ``Upsample``."""
+    """Per-frame 2x nearest spatial upsampling then conv3x3. Source: reference ``Upsample``.
+
+    ``(.., H, W, Cin)`` -> ``(.., 2H, 2W, Cout)``, computed without materialising the
+    upsampled frames (:func:`upsample2x_nearest_conv3x3`). Parameters under ``conv`` as the
+    reference's.
+    """
 
     out_channels: int
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
-        return Conv2d(self.out_channels, 3, 1, 1, dtype=self.dtype, name="conv")(x)
+        kernel, bias = _ConvParams(self.out_channels, 3, name="conv")(x.shape[-1])
+        lead = x.shape[:-3]
+        y = upsample2x_nearest_conv3x3(x.reshape(-1, *x.shape[-3:]), kernel, bias, self.dtype)
+        return y.reshape(*lead, *y.shape[1:])
+
+
+class _ConvParams(nn.Module):
+    """The ``kernel`` ``(k, k, Cin, Cout)`` and ``bias`` of a :class:`Conv2d`, same init."""
+
+    features: int
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, cin: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return _conv2d_params(self, self.features, self.kernel_size, cin)
 
 
 class Spatial2xTime2x3DDownsample(nn.Module):
@@ -391,10 +449,15 @@ class Spatial2xTime2x3DUpsample(nn.Module):
     (``t_interpolation``: trilinear = linear, align_corners False; or nearest) among themselves,
     then bilinear 2x in space; then a causal 3x3x3 conv. ``T`` frames -> ``2T - 1``.
     Linear time interpolation looks one frame ahead, hence the decoder's lookahead in chunks.
+    The ``2 * lookahead`` output frames interpolated from the lookahead input frames are dropped
+    before the spatial upsampling and the conv, except the first ``keep`` of them (``keep = 1``
+    when a later time upsampler needs its own frame of lookahead, else 0): the layers after this
+    one only run on frames that are kept. Returns ``(y, cache)`` with ``y`` ending in ``keep``
+    lookahead frames.
     Cache: ``(frame, valid)``: the last input frame before the ``lookahead`` trailing frames, and
     whether one exists (after the single-frame first chunk there is none, and the next chunk's
     left edge repeats its own first frame exactly as direct inference treats frames 1..), plus
-    the conv's cache (its input's lookahead is ``2 * lookahead``). The reference's ``depth``
+    the conv's cache (its input's lookahead is ``keep``). The reference's ``depth``
     instead fixes the lookahead at ``2**depth`` frames (cache slice ``x[-(2**depth) - 1]``):
     depth 0 for up2 and, in the 8x variant, depth 1 for up1, whose input is already 2x in time.
     Source: reference ``Spatial2xTime2x3DUpsample`` (its ``enable_cached`` path).
@@ -411,17 +474,20 @@ class Spatial2xTime2x3DUpsample(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jnp.ndarray, cache: Cache = None, lookahead: int = 0
+        self, x: jnp.ndarray, cache: Cache = None, lookahead: int = 0, keep: int = 0
     ) -> tuple[jnp.ndarray, Cache]:
+        if not 0 <= keep <= 2 * lookahead:
+            raise ValueError(f"keep must be in [0, 2 * lookahead], got {keep} ({lookahead=})")
+        drop = 2 * lookahead - keep  # trailing interpolated frames no later layer needs
         if cache is None:
             # Direct inference, or the first chunk.
             rest = x[:, 1:]
-            y0 = _spatial_up(x[:, :1])
-            y = (
-                y0
-                if rest.shape[1] == 0
-                else jnp.concatenate([y0, _spatial_up(self._time_up(rest))], 1)
-            )
+            if rest.shape[1] == 0:
+                y = _spatial_up(x[:, :1])
+            else:
+                t = self._time_up(rest)  # (B, 2(T-1), h, w, C)
+                t = t[:, : t.shape[1] - drop]
+                y = jnp.concatenate([_spatial_up(x[:, :1]), _spatial_up(t)], 1)
             conv_cache = None
             valid = jnp.asarray(rest.shape[1] - lookahead > 0, x.dtype)
             last = x[:, max(x.shape[1] - lookahead - 1, 0)][:, None]
@@ -430,12 +496,13 @@ class Spatial2xTime2x3DUpsample(nn.Module):
             frame, valid, conv_cache = cache
             frame = frame.astype(x.dtype)
             left = jnp.where(valid > 0, frame, x[:, :1])
-            y = _spatial_up(self._time_up(jnp.concatenate([left, x], axis=1))[:, 2:])
+            t = self._time_up(jnp.concatenate([left, x], axis=1))  # (B, 2(T+1), h, w, C)
+            y = _spatial_up(t[:, 2 : t.shape[1] - drop])  # (B, 2T - drop, 2h, 2w, C)
             frame = x[:, x.shape[1] - lookahead - 1][:, None]
             valid = jnp.ones((), x.dtype)
         y, conv_cache = CausalConv3d(
             self.out_channels, 3, padding=1, dtype=self.dtype, name="conv"
-        )(y, conv_cache, 2 * lookahead)
+        )(y, conv_cache, keep)
         return y, (frame, valid, conv_cache)
 
 

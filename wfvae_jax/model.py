@@ -139,11 +139,14 @@ class Decoder(nn.Module):
 
     ``d = config.temporal_downsample``. Chunked inference: ``cache=None`` marks the first chunk
     (one latent frame, no lookahead); later chunks carry ``lookahead`` (0 or 1) extra trailing
-    latent frames whose outputs the caller drops. In a later chunk of ``m`` (+ lookahead) latent
-    frames all ``d m`` (+ ``d``) frames are produced. Each time upsampler doubles the lookahead
-    of the frames after it (the reference's cache offsets: 1 up to up2's upsampler, then 2, then
-    4 after up1's upsampler in the 8x variant). ``W2^`` is returned after the W3 outflow has been
-    added into its LL(L) subband, as the reference's in-place update does.
+    latent frames, read only by the time upsamplers' interpolation: a later chunk of ``m``
+    (+ lookahead) latent frames produces its ``d m`` frames and no more. The lookahead runs
+    through the layers up to up2's upsampler (latent rate, the cheap part); up2's upsampler drops
+    the frames interpolated from it, keeping one in the 8x variant for up1's upsampler, which
+    drops it. (The reference instead carries the lookahead to the output, doubling it at each
+    upsampler: its cache offsets 1, 2, 4.) ``W2^`` is returned after the W3 outflow has been
+    added into its LL(L) subband, as the reference's in-place update does; in a chunk with
+    lookahead ``W3^`` still includes the lookahead frame.
     Source: reference ``Decoder`` and ``WFVAEModel._set_cache_offset`` (``modeling_wfvae.py``).
     """
 
@@ -202,7 +205,7 @@ class Decoder(nn.Module):
         e = self.config.decoder_energy_flow_hidden_size
         new: dict[str, Cache] = {}
 
-        def run3d(blocks, name, h, la):
+        def run3d(blocks, name, h, la, keep=0):
             for i, blk in enumerate(blocks):
                 key = f"{name}_{i}"
                 if isinstance(blk, ResnetBlock3D):
@@ -210,8 +213,8 @@ class Decoder(nn.Module):
                 elif isinstance(blk, AttnBlock3DFix):
                     h = blk(h)
                 elif isinstance(blk, Spatial2xTime2x3DUpsample):
-                    h, new[key] = blk(h, _get(cache, key), la)
-                    la = 2 * la  # frames now at twice the rate
+                    h, new[key] = blk(h, _get(cache, key), la, keep)
+                    la = keep  # the lookahead's other interpolated frames are dropped
                 else:
                     h = blk(h)
             return h, la
@@ -221,8 +224,13 @@ class Decoder(nn.Module):
         h, _ = run3d(self.mid, "mid", h, lookahead)  # (B, t, h, w, 4b + E)
         l2_coeffs, _ = run3d(self.connect_l2, "connect_l2", h[..., -e:], lookahead)  # (.., 24)
         l2 = wavelets.inverse_haar3d(l2_coeffs, SCALE3D, causal=first)  # (B, t2, 2h, 2w, 3)
-        h, la2 = run3d(self.up2, "up2", h[..., :-e], lookahead)  # (B, t2, 2h, 2w, 4b + E)
+        # Only up1's upsampler (8x) needs a frame of lookahead after up2's; after the last time
+        # upsampler no frame of the lookahead remains, so the rest of the decoder runs on the
+        # chunk's own frames. The outflows are cut to the frames kept.
+        keep2 = 1 if self.time_l1 and lookahead else 0
+        h, la2 = run3d(self.up2, "up2", h[..., :-e], lookahead, keep2)  # (B, t2, 2h, 2w, 4b+E)
         l1_coeffs, _ = run3d(self.connect_l1, "connect_l1", h[..., -e:], la2)  # (.., 12 | 24)
+        l2 = l2[:, : l1_coeffs.shape[1]]  # the frames up2 kept
         l1_coeffs = l1_coeffs.at[..., :3].add(l2)  # W3 outflow into the LL band (paper Eq. 3)
         if self.time_l1:
             l1 = wavelets.inverse_haar3d(l1_coeffs, SCALE3D, causal=first)  # (B, t1, 4h, 4w, 3)
@@ -231,7 +239,7 @@ class Decoder(nn.Module):
         h, la1 = run3d(self.up1, "up1", h[..., :-e], la2)  # (B, t1, 4h, 4w, 2b)
         h, _ = run3d(self.layer, "layer", h, la1)  # (B, t1, 4h, 4w, b)
         h = self.conv_out(swish(self.norm_out(h)))  # (B, t1, 4h, 4w, 24)
-        h = h.at[..., :3].add(l1)  # W2 outflow into the LLL band
+        h = h.at[..., :3].add(l1[:, : h.shape[1]])  # W2 outflow into the LLL band
         dec = wavelets.inverse_haar3d(h, SCALE3D, causal=first)  # (B, d(t-1)+1, 8h, 8w, 3)
         return dec, (l1_coeffs, l2_coeffs), new
 
