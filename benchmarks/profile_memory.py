@@ -56,9 +56,9 @@ def run_one(args: argparse.Namespace) -> dict:
 
     import wfvae_jax
     from wfvae_jax import api, compile_options
-
-    compile_options.TRIM_AFTER_COMPILE = not args.no_trim
     from wfvae_jax.checkpoint import OP_PART
+
+    compile_options.TRIM_AFTER_COMPILE = not args.no_trim  # read by the first compile below
 
     config = wfvae_jax.get_config(args.config)
     params = wfvae_jax.init_params(config, jax.random.key(0))
