@@ -172,3 +172,81 @@ def test_encode_dataset_loads_only_the_encoder(export, monkeypatch, tmp_path):
     assert ed._spec_dict(changed, config, inputs, spec, options) != ed._spec_dict(
         enc, config, inputs, spec, options
     )
+
+
+# ---- the EXPORT's arrays: one .npy per leaf, memory-mapped ----------------------------------
+
+
+def _mapped_file(address: int) -> str | None:
+    """The file whose memory mapping holds ``address`` (``/proc/self/maps``), or None."""
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        lo, hi = (int(v, 16) for v in fields[0].split("-"))
+        if lo <= address < hi:
+            return fields[5] if len(fields) > 5 else None
+    return None
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="aliasing the file is CPU's")
+def test_loaded_arrays_are_the_export_files_mapped(export, tiny):
+    """Each leaf is its own .npy file (the tree path), holding the saved values, and the loaded
+    jax.Array's buffer lies in a mapping of that file: nothing copied onto the heap."""
+    path, _, _ = export
+    params, _ = load_pretrained(path, part="decoder")
+    flat = jax.tree_util.tree_leaves_with_path(params)
+    stored = sorted(p.relative_to(path / "params").as_posix() for p in path.rglob("*.npy"))
+    expect = lambda tree: sorted(  # noqa: E731
+        "/".join(k.key for k in kp) + ".npy" for kp, _ in jax.tree_util.tree_leaves_with_path(tree)
+    )
+    assert stored == expect(tiny[0])
+    for kp, leaf in flat:
+        f = path / "params" / ("/".join(k.key for k in kp) + ".npy")
+        np.testing.assert_array_equal(np.load(f), np.asarray(leaf))
+        assert _mapped_file(leaf.unsafe_buffer_pointer()) == str(f)
+
+
+def test_saving_over_a_loaded_export_leaves_the_loaded_params(tmp_path, tiny):
+    """save_pretrained replaces the files (never rewrites them in place): params mapped from the
+    old export keep their values; a new load sees the new ones."""
+    params, config, _ = tiny
+    save_pretrained(tmp_path, params, config)
+    old, _ = load_pretrained(tmp_path)
+    plus_one = jax.tree.map(lambda a: np.asarray(a) + 1.0, params)
+    save_pretrained(tmp_path, plus_one, config)
+    new, _ = load_pretrained(tmp_path)
+    _assert_trees_identical(old, params)
+    _assert_trees_identical(new, plus_one)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_NAME, "params"]
+
+
+def test_export_arrays_checked_against_the_config(tmp_path, tiny):
+    params, config, _ = tiny
+    save_pretrained(tmp_path, params, config)
+    kernel = tmp_path / "params" / "decoder" / "conv_in" / "conv" / "kernel.npy"
+    k = np.load(kernel)
+    np.save(kernel, k[..., :-1])
+    with pytest.raises(ValueError, match=r"do not match.*arrays of another shape or dtype \(first"
+                       r": decoder/conv_in/conv/kernel.npy stored"):  # fmt: skip
+        load_pretrained(tmp_path, part="decoder")
+    load_pretrained(tmp_path, part="encoder")  # the other half is not looked at
+    kernel.unlink()
+    with pytest.raises(ValueError, match=r"arrays of the config's model not stored"):
+        load_pretrained(tmp_path)
+    kernel.write_bytes(b"not an array")
+    with pytest.raises(ValueError, match=r"kernel.npy is not a .npy array"):
+        load_pretrained(tmp_path)
+
+
+def test_exports_in_the_older_orbax_layout_still_load(tmp_path, tiny):
+    """Exports written before the .npy layout: params/ is an orbax StandardCheckpointer tree."""
+    import orbax.checkpoint as ocp
+
+    params, config, _ = tiny
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config.to_dict()))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(tmp_path / "params", jax.tree.map(np.asarray, params))
+    full, loaded_config = load_pretrained(tmp_path)
+    assert loaded_config == config
+    _assert_trees_identical(full, params)
+    dec, _ = load_pretrained(tmp_path, part="decoder")
+    _assert_trees_identical(dec["decoder"], params["decoder"])

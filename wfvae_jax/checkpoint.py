@@ -5,7 +5,11 @@ Layouts (:class:`Layout`, told apart by :func:`detect_layout`)::
     EXPORT     ours: written by ``python -m wfvae_jax.convert`` and train.py's export
       DIR/config.json        the WFVAEConfig (the reference's field names); an exported
                              LC-VAE also has an "lc" entry, its wfvae_jax.lc.LCSettings
-      DIR/params/            orbax StandardCheckpointer tree of float32 parameters
+      DIR/params/            the float32 parameters, one NumPy ``.npy`` file per array at
+                             its tree path (``params/decoder/up1_3/conv1/conv/kernel.npy``);
+                             read memory-mapped (:func:`load_pretrained`). Exports written
+                             before 2026-12 hold an orbax StandardCheckpointer tree here
+                             instead (``params/_METADATA``); they still load.
 
     WORKDIR    a training run: train.py, through ``wfvae_jax.train.checkpointing``
       WORKDIR/checkpoints/<step>/state/   the TrainState (params, ema_params, optimizer, disc)
@@ -36,8 +40,9 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
+# orbax (and tensorstore, ~30 MiB of RSS) is imported by the functions that read or write its
+# trees, so that `import wfvae_jax` and loading an EXPORT do without it.
 from wfvae_jax.config import WFVAEConfig
 from wfvae_jax.torch_io import SAFETENSORS_INDEX_SUFFIX, SAFETENSORS_SUFFIX, TORCH_SUFFIXES
 
@@ -112,22 +117,110 @@ def save_pretrained(
 ) -> None:
     """Writes an EXPORT directory: ``params`` (as float32) and ``config`` under ``path``.
 
-    ``path`` is created; an existing ``config.json`` and ``params/`` there are replaced. In a
-    multi-process run every process calls it; ``config.json`` is written by process 0.
-    ``lc``: the ``wfvae_jax.lc.LCSettings`` of an LC-VAE, stored as ``config.json["lc"]`` so that
+    ``path`` is created; an existing ``config.json`` and ``params/`` there are replaced
+    (``params/`` is written beside it and renamed into place, so arrays that a running process
+    memory-mapped from the old one stay valid). In a multi-process run every process calls it:
+    process 0 writes (the parameters are replicated) and the others wait for it. ``lc``: the
+    ``wfvae_jax.lc.LCSettings`` of an LC-VAE, stored as ``config.json["lc"]`` so that
     reconstruct and eval apply the same compression (:func:`load_lc_settings`).
     """
     path = os.path.abspath(os.fspath(path))
-    os.makedirs(path, exist_ok=True)
     d = config.to_dict()
     if lc is not None:
         d["lc"] = lc.to_dict()
-    if jax.process_index() == 0:  # every process calls this (orbax's save is collective)
+    if jax.process_index() == 0:
+        os.makedirs(path, exist_ok=True)
+        _write_array_tree(Path(path) / EXPORT_PARAMS, params)
         with open(os.path.join(path, CONFIG_NAME), "w") as f:
             json.dump(d, f, indent=2)
-    params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(path, EXPORT_PARAMS), params, force=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"wfvae_jax.save_pretrained:{path}")
+
+
+ARRAY_SUFFIX = ".npy"
+
+
+def _leaf_files(tree: Any) -> dict[str, Any]:
+    """``{"decoder/up1_3/conv1/conv/kernel.npy": leaf}``: an EXPORT's file of each leaf."""
+    return {
+        "/".join(str(k.key) for k in kp) + ARRAY_SUFFIX: leaf
+        for kp, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def _write_array_tree(params_dir: Path, params: Any) -> None:
+    """``params`` as float32 ``.npy`` files under ``params_dir``, replacing it whole."""
+    import shutil
+
+    tmp = params_dir.with_name(f"{params_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, leaf in _leaf_files(params).items():
+        f = tmp / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.save(f, np.ascontiguousarray(leaf, np.float32))  # C order: what XLA maps as is
+    old = params_dir.with_name(f"{params_dir.name}.old-{os.getpid()}")
+    if params_dir.exists():
+        params_dir.rename(old)
+    tmp.rename(params_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_orbax_tree(params_dir: Path) -> bool:
+    """An EXPORT written before the ``.npy`` layout (an orbax tree: ``_METADATA`` files)."""
+    return (params_dir / "_METADATA").exists() or (params_dir / "_CHECKPOINT_METADATA").exists()
+
+
+def _load_array_tree(params_dir: Path, template: Any) -> Any:
+    """The subtree ``template`` (``ShapeDtypeStruct`` leaves) of the ``.npy`` tree in
+    ``params_dir``, as ``jax.Array``s on the first local device.
+
+    Each file is memory-mapped copy-on-write and, on CPU, aliased rather than copied: loading
+    reads nothing, a weight's pages are read when a computation first touches them, and they are
+    the page cache's (file-backed, like the reference's lazily mapped safetensors), not a second
+    heap copy. Writes (a donated buffer) go to private pages; the file never changes. Other
+    backends copy to the device. Raises ValueError naming missing arrays, arrays in the
+    template's subtrees that the config's model does not have, and shape or dtype differences.
+    """
+    want = _leaf_files(template)
+    stored = {
+        p.relative_to(params_dir).as_posix()
+        for part in {rel.split("/", 1)[0] for rel in want}
+        for p in (params_dir / part).rglob(f"*{ARRAY_SUFFIX}")
+    }
+    missing = [k for k in want if k not in stored]
+    extra = sorted(stored - set(want))
+    arrays, wrong = {}, []
+    for rel, spec in want.items():
+        if rel in stored:
+            try:
+                a = np.load(params_dir / rel, mmap_mode="c")
+            except ValueError as e:
+                raise ValueError(f"{params_dir / rel} is not a .npy array: {e}") from e
+            if a.shape != tuple(spec.shape) or a.dtype != spec.dtype:
+                wrong.append(
+                    f"{rel} stored {a.shape} {a.dtype}, expected {spec.shape} {spec.dtype}"
+                )
+            arrays[rel] = a
+    _raise_diffs(missing, extra, wrong)
+    device = jax.local_devices()[0]
+    leaves = [jax.device_put(arrays[rel], device, may_alias=True) for rel in want]
+    return jax.tree.unflatten(jax.tree.structure(template), leaves)
+
+
+def _raise_diffs(missing: list[str], extra: list[str], wrong: list[str]) -> None:
+    diffs = [
+        f"{len(keys)} {what} (first: {keys[0]})"
+        for keys, what in (
+            (missing, "arrays of the config's model not stored"),
+            (extra, "stored arrays not in the config's model"),
+            (wrong, "arrays of another shape or dtype"),
+        )
+        if keys
+    ]
+    if diffs:
+        raise ValueError("; ".join(diffs))
 
 
 def load_export_config(path: str | os.PathLike) -> WFVAEConfig:
@@ -151,14 +244,17 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
     Args:
       path: the EXPORT directory.
       part: ``None`` (default) loads the whole model; ``"encoder"`` or ``"decoder"`` reads only
-        that half from disk (an orbax partial restore: the other half's arrays are never read,
-        e.g. WF-VAE-S: encoder 146 MiB, decoder 413 MiB of float32). Encoder-only params serve
-        ``wfvae_jax.encode``, decoder-only params ``wfvae_jax.decode``.
+        that half (the other half's files are never opened; WF-VAE-S: encoder 146 MiB,
+        decoder 413 MiB of float32). Encoder-only params serve ``wfvae_jax.encode``,
+        decoder-only params ``wfvae_jax.decode``.
     Returns:
       ``(params, config)``; params are float32 ``jax.Array``s on the first local device
       (``jax.local_devices()[0]``; ``wfvae_jax.encode``/``decode(mesh=...)`` replicate them
       over a mesh) in the pytree ``{"encoder": ..., "decoder": ...}``, or only the ``part``
-      key.
+      key. On CPU they are memory-mapped from the export's files: nothing is read until a
+      computation touches a weight, and the pages are file-backed. Deleting or replacing the
+      export meanwhile is safe (:func:`save_pretrained` writes new files); rewriting a file
+      in place is not. An export in the older orbax layout is restored into memory.
     Raises:
       FileNotFoundError: ``path`` is missing or not an EXPORT (the message says what it is
         instead: a PyTorch release to convert first, or a training workdir).
@@ -181,13 +277,19 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
         )
     config = load_export_config(path)
     params_dir = path / EXPORT_PARAMS
-    template = _on_device(param_template(config))
+    template = param_template(config)
     try:
-        if part is None:
+        if not _is_orbax_tree(params_dir):
+            params = _load_array_tree(
+                params_dir, template if part is None else {part: template[part]}
+            )
+        elif part is None:
+            import orbax.checkpoint as ocp
+
             with ocp.StandardCheckpointer() as ckptr:
-                params = ckptr.restore(params_dir, template)
+                params = ckptr.restore(params_dir, _on_device(template))
         else:
-            params = _restore_part(params_dir, {part: template[part]})
+            params = _restore_part(params_dir, _on_device({part: template[part]}))
     except (ValueError, KeyError) as e:
         raise ValueError(
             f"parameters in {params_dir} do not match {path / CONFIG_NAME}: {e}"
@@ -203,6 +305,7 @@ def _restore_part(params_dir: Path, template: Any) -> Any:
     leaf), so the stored metadata is compared with the template first. Raises ValueError naming
     the first differences.
     """
+    import orbax.checkpoint as ocp
 
     def flat(tree: Any) -> dict[str, Any]:
         return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(tree)}
@@ -219,17 +322,7 @@ def _restore_part(params_dir: Path, template: Any) -> Any:
             if k in stored
             and (tuple(stored[k].shape) != tuple(v.shape) or np.dtype(stored[k].dtype) != v.dtype)
         ]
-        diffs = [
-            f"{len(keys)} {what} (first: {keys[0]})"
-            for keys, what in (
-                (missing, "arrays of the config's model not stored"),
-                (extra, "stored arrays not in the config's model"),
-                (wrong, "arrays of another shape or dtype"),
-            )
-            if keys
-        ]
-        if diffs:
-            raise ValueError("; ".join(diffs))
+        _raise_diffs(missing, extra, wrong)
         return ckptr.restore(
             params_dir,
             args=ocp.args.PyTreeRestore(
@@ -264,6 +357,8 @@ def checkpoints_dir(workdir: str | os.PathLike) -> str:
 
 def _step_config(step_dir: str) -> WFVAEConfig:
     """The model config saved with a checkpoint, from its ``meta`` item's ``"model"``."""
+    import orbax.checkpoint as ocp
+
     meta_dir = os.path.join(step_dir, META_ITEM)
     if not os.path.isdir(meta_dir):
         raise FileNotFoundError(
@@ -280,6 +375,8 @@ def _step_config(step_dir: str) -> WFVAEConfig:
 def _restore_workdir_params(
     workdir: str | os.PathLike, use_ema: bool, step: int | None, part: str | None = None
 ) -> tuple[Any, WFVAEConfig, int]:
+    import orbax.checkpoint as ocp
+
     ckpt_dir = checkpoints_dir(workdir)
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(f"{ckpt_dir} does not exist; not a wfvae_jax training workdir")
@@ -372,6 +469,8 @@ def load_model_lc_settings(
     the same arguments, or ``None`` for a plain WF-VAE: an EXPORT's ``config.json["lc"]``
     (:func:`load_lc_settings`), a WORKDIR step's run config (``meta["config"]``, its
     ``model.lc`` when ``enabled``)."""
+    import orbax.checkpoint as ocp
+
     if checkpoint is not None and detect_layout(checkpoint) is not Layout.WORKDIR:
         return load_lc_settings(checkpoint)
     ckpt_dir = checkpoints_dir(workdir if workdir is not None else checkpoint)

@@ -67,6 +67,60 @@ def _conv(x, kernel, strides, padding, dtype):
     )
 
 
+def _tap_input(x: jnp.ndarray, i: Any, st: int, t_out: int) -> jnp.ndarray:
+    """Frames ``i, i + st, ..`` (``t_out`` of them) of ``(B, T, ...)``, as ``(B*t_out, ...)``."""
+    span = st * (t_out - 1) + 1
+    xi = lax.dynamic_slice_in_dim(x, i, span, axis=1)[:, ::st]
+    return xi.reshape(x.shape[0] * t_out, *x.shape[2:])
+
+
+def _time_taps_unrolled(x, kernel, st, strides, padding, dtype):
+    """``sum_i conv2d(frames i, i+st, .. of x, kernel[i])`` as ``k_t`` unrolled convolutions."""
+    kt = kernel.shape[0]
+    t_out = (x.shape[1] - kt) // st + 1
+    y = None
+    for i in range(kt):
+        yi = _conv(_tap_input(x, i, st, t_out), kernel[i], strides, padding, dtype)
+        y = yi if y is None else y + yi
+    return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _time_taps(x, kernel, st, strides, padding, dtype):
+    """:func:`_time_taps_unrolled` as a loop over the taps: ``(B, T, H, W, Cin)`` with
+    ``(k_t, kh, kw, Cin, Cout)`` -> ``(B*T', H', W', Cout)``, the same sums in the same order.
+
+    Why a loop: unrolled, XLA fuses the taps' sum into each of its consumers (a norm's
+    reductions, a residual add), so all ``k_t`` conv outputs stay live until the last consumer,
+    and in the Causal Cache scan it copies every kernel's tap slices at the start of each step.
+    The loop's carry is the running sum, materialized: one tap output and one kernel tap are
+    live at a time. WF-VAE-S 33x256^2, XLA:CPU's plan: decode direct 1,956 -> 1,400 MiB, decode
+    ``t_chunk=2`` 1,251 -> 898 MiB, encode direct 623 -> 570 MiB (``docs/performance.md``).
+    The backward pass is the unrolled form's (its residuals are only ``x`` and ``kernel``; a
+    differentiated loop would save every tap's input slice).
+    """
+    t_out = (x.shape[1] - kernel.shape[0]) // st + 1
+
+    def tap(i):
+        ki = lax.dynamic_index_in_dim(kernel, i, 0, keepdims=False)
+        return _conv(_tap_input(x, i, st, t_out), ki, strides, padding, dtype)
+
+    return lax.fori_loop(1, kernel.shape[0], lambda i, acc: acc + tap(i), tap(0))
+
+
+def _time_taps_fwd(x, kernel, st, strides, padding, dtype):
+    return _time_taps(x, kernel, st, strides, padding, dtype), (x, kernel)
+
+
+def _time_taps_bwd(st, strides, padding, dtype, res, g):
+    x, kernel = res
+    _, vjp = jax.vjp(lambda x, k: _time_taps_unrolled(x, k, st, strides, padding, dtype), x, kernel)
+    return vjp(g)
+
+
+_time_taps.defvjp(_time_taps_fwd, _time_taps_bwd)
+
+
 def conv_nd(
     x: jnp.ndarray,
     kernel: jnp.ndarray,
@@ -80,21 +134,19 @@ def conv_nd(
     ``padding`` per spatial dim: ``p`` on both sides or ``(lo, hi)``.
 
     A 3D kernel without time padding runs as ``k_t`` 2D convolutions over time-shifted frames
-    folded into the batch, summed: the same function, 1.3-3.6x faster than XLA:CPU's conv3d at
-    WF-VAE's shapes (``shared/notes/cpu-performance.md``), and no slower on GPU/TPU.
+    folded into the batch, summed in a loop (:func:`_time_taps`): the same function, 1.3-3.6x
+    faster than XLA:CPU's conv3d at WF-VAE's shapes (``shared/notes/cpu-performance.md``).
     """
     if kernel.ndim == 5 and padding[0] == 0:
         b, t = x.shape[:2]
         kt, st = kernel.shape[0], strides[0]
         t_out = (t - kt) // st + 1
-        y = None
-        for i in range(kt):
-            xi = x[:, i : i + st * (t_out - 1) + 1 : st]
-            xi = xi.reshape(b * t_out, *x.shape[2:])
-            # kt == 1: a reshape is a bitcast; kernel[i] is a copy in XLA.
-            ki = kernel.reshape(kernel.shape[1:]) if kt == 1 else kernel[i]
-            yi = _conv(xi, ki, strides[1:], padding[1:], dtype)
-            y = yi if y is None else y + yi
+        sp_strides, sp_padding = tuple(strides[1:]), _pad_pairs(padding[1:])
+        if kt == 1:  # a reshape is a bitcast; kernel[0] would be a copy in XLA
+            xi = _tap_input(x, 0, st, t_out)
+            y = _conv(xi, kernel.reshape(kernel.shape[1:]), sp_strides, sp_padding, dtype)
+        else:
+            y = _time_taps(x, kernel, st, sp_strides, sp_padding, dtype)
         y = y.reshape(b, t_out, *y.shape[1:])
     else:
         y = _conv(x, kernel, strides, padding, dtype)
