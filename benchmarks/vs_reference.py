@@ -309,6 +309,7 @@ def prepare(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     """Weights (reference save_pretrained + our conversion) per model, inputs per shape."""
     import numpy as np
 
+    from wfvae_jax import checkpoint
     from wfvae_jax.config import get_config
 
     paths: dict[str, dict[str, str]] = {}
@@ -327,7 +328,8 @@ def prepare(args: argparse.Namespace) -> dict[str, dict[str, str]]:
             )
             if "error" in r:
                 raise RuntimeError(f"reference save_pretrained failed: {r['error']}")
-        if not os.path.isfile(os.path.join(ours_dir, "config.json")):
+        # An export from before the .npy layout would load through orbax: convert again.
+        if not checkpoint.is_export_dir(ours_dir) or checkpoint.is_orbax_export(ours_dir):
             log(f"{MODELS[model]}: python -m wfvae_jax.convert -> {ours_dir}")
             cmd = [sys.executable, "-m", "wfvae_jax.convert", ref_dir, ours_dir, "--force"]
             p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

@@ -281,7 +281,7 @@ def test_layernorm_and_groupnorm_parameters_have_different_names():
     assert norm_keys("groupnorm") == {"encoder.norm_out.weight", "encoder.norm_out.bias"}
 
 
-def test_cli_writes_orbax_checkpoint_that_loads(tmp_path, tiny):
+def test_cli_writes_an_export_that_loads(tmp_path, tiny):
     params, config, vec = tiny
     main([str(TINY), str(tmp_path / "conv")])
     loaded, cfg = wfvae_jax.load_pretrained(tmp_path / "conv")

@@ -47,3 +47,31 @@ def test_time_upsampler_rejects_keep_beyond_lookahead():
     x = jnp.zeros((1, 3, 4, 4, 8))
     with pytest.raises(ValueError, match="keep"):
         m.init(jax.random.key(0), x, None, 1, 3)
+
+
+def _conv3d(x, kernel, strides):
+    dn = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NDHWC", "DHWIO", "NDHWC"))
+    return lax.conv_general_dilated(
+        x, kernel, strides, ((0, 0), (1, 1), (1, 1)), dimension_numbers=dn, precision="highest"
+    )
+
+
+@pytest.mark.parametrize("kt,st,t", [(3, 1, 7), (3, 2, 9), (2, 1, 5), (2, 2, 6), (1, 2, 5)])
+def test_time_taps_equal_conv3d_value_and_gradients(kt, st, t):
+    """conv_nd's 3D path (the k_t time taps summed in a loop, its own backward pass) is the
+    3D convolution, value and both gradients."""
+    rng = np.random.default_rng(kt * 10 + st)
+    x = jnp.asarray(rng.normal(size=(2, t, 6, 5, 4)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(kt, 3, 3, 4, 8)), jnp.float32)
+    strides = (st, 1, 2)
+    with jax.default_matmul_precision("highest"):
+        ours = lambda x, k: layers.conv_nd(x, k, None, strides, (0, 1, 1), jnp.float32)  # noqa: E731
+        y = jax.jit(ours)(x, kernel)
+        want = _conv3d(x, kernel, strides)
+        assert y.shape == want.shape
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        ct = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+        g = jax.jit(jax.vjp(ours, x, kernel)[1])(ct)
+        g_want = jax.vjp(lambda x, k: _conv3d(x, k, strides), x, kernel)[1](ct)
+        for a, b in zip(g, g_want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

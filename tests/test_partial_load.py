@@ -13,7 +13,13 @@ import pytest
 
 import wfvae_jax
 from wfvae_jax import api
-from wfvae_jax.checkpoint import CONFIG_NAME, load_model, load_pretrained, save_pretrained
+from wfvae_jax.checkpoint import (
+    CONFIG_NAME,
+    is_orbax_export,
+    load_model,
+    load_pretrained,
+    save_pretrained,
+)
 
 VIDEO_SHAPE = (1, 9, 16, 16, 3)  # T = 1 + 2 * 4: two latent frames after the first
 
@@ -245,8 +251,11 @@ def test_exports_in_the_older_orbax_layout_still_load(tmp_path, tiny):
     (tmp_path / CONFIG_NAME).write_text(json.dumps(config.to_dict()))
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(tmp_path / "params", jax.tree.map(np.asarray, params))
+    assert is_orbax_export(tmp_path)
     full, loaded_config = load_pretrained(tmp_path)
     assert loaded_config == config
     _assert_trees_identical(full, params)
+    save_pretrained(tmp_path / "again", full, config)
+    assert not is_orbax_export(tmp_path / "again")
     dec, _ = load_pretrained(tmp_path, part="decoder")
     _assert_trees_identical(dec["decoder"], params["decoder"])

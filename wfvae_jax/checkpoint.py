@@ -119,8 +119,9 @@ def save_pretrained(
 
     ``path`` is created; an existing ``config.json`` and ``params/`` there are replaced
     (``params/`` is written beside it and renamed into place, so arrays that a running process
-    memory-mapped from the old one stay valid). In a multi-process run every process calls it:
-    process 0 writes (the parameters are replicated) and the others wait for it. ``lc``: the
+    memory-mapped from the old one stay valid). ``params``: host arrays or fully addressable
+    ``jax.Array``s (gather a sharded state first, ``multihost_utils.process_allgather``). In a
+    multi-process run every process calls it: process 0 writes, the others wait for it. ``lc``: the
     ``wfvae_jax.lc.LCSettings`` of an LC-VAE, stored as ``config.json["lc"]`` so that
     reconstruct and eval apply the same compression (:func:`load_lc_settings`).
     """
@@ -170,6 +171,12 @@ def _write_array_tree(params_dir: Path, params: Any) -> None:
 def _is_orbax_tree(params_dir: Path) -> bool:
     """An EXPORT written before the ``.npy`` layout (an orbax tree: ``_METADATA`` files)."""
     return (params_dir / "_METADATA").exists() or (params_dir / "_CHECKPOINT_METADATA").exists()
+
+
+def is_orbax_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an EXPORT in the older orbax layout (it loads into memory, not
+    memory-mapped; re-saving it, or converting again, writes the ``.npy`` layout)."""
+    return is_export_dir(path) and _is_orbax_tree(Path(path) / EXPORT_PARAMS)
 
 
 def _load_array_tree(params_dir: Path, template: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Convert reference PyTorch WF-VAE checkpoints to wfvae_jax (orbax checkpoint + config.json).
+"""Convert reference PyTorch WF-VAE checkpoints to a wfvae_jax EXPORT (config.json + params/).
 
 Usage::
 

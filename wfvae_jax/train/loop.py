@@ -501,7 +501,7 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
     if config.export and step >= config.num_steps:
         export_dir = os.path.join(workdir, layout.WORKDIR_EXPORT)
         ema = multihost_utils.process_allgather(state.ema_params, tiled=True)
-        # Every process calls it: orbax's save is collective (one process writes the files).
+        # Every process calls it: process 0 writes the files, the others wait for it.
         wfvae_jax.save_pretrained(export_dir, ema, cfg.model, lc=cfg.lc)
         if is_main:
             logger.info("exported the EMA weights to %s (wfvae_jax.load_pretrained)", export_dir)
