@@ -94,8 +94,9 @@ def _time_taps(x, kernel, st, strides, padding, dtype):
     reductions, a residual add), so all ``k_t`` conv outputs stay live until the last consumer,
     and in the Causal Cache scan it copies every kernel's tap slices at the start of each step.
     The loop's carry is the running sum, materialized: one tap output is live at a time, and
-    taps ``1..k_t-1`` of the kernel are sliced inside the loop, where they are used. WF-VAE-S 33x256^2, XLA:CPU's plan: decode direct 1,956 -> 1,400 MiB, decode
-    ``t_chunk=2`` 1,251 -> 898 MiB, encode direct 623 -> 570 MiB (``docs/performance.md``).
+    taps ``1..k_t-1`` of the kernel are sliced inside the loop, where they are used. WF-VAE-S
+    33x256^2, XLA:CPU's plan: decode direct 1,956 -> 1,400 MiB, decode ``t_chunk=2``
+    1,251 -> 898 MiB, encode direct 623 -> 570 MiB (``docs/performance.md``).
     The backward pass is the unrolled form's (its residuals are only ``x`` and ``kernel``; a
     differentiated loop would save every tap's input slice).
     """
