@@ -67,6 +67,11 @@ def _conv(x, kernel, strides, padding, dtype):
     )
 
 
+def _time_out(t: int, kt: int, st: int) -> int:
+    """Output frames of a time-unpadded conv: ``T' = (T - k_t) // s_t + 1``."""
+    return (t - kt) // st + 1
+
+
 def _tap_input(x: jnp.ndarray, i: Any, st: int, t_out: int) -> jnp.ndarray:
     """Frames ``i, i + st, ..`` (``t_out`` of them) of ``(B, T, ...)``, as ``(B*t_out, ...)``."""
     span = st * (t_out - 1) + 1
@@ -77,7 +82,7 @@ def _tap_input(x: jnp.ndarray, i: Any, st: int, t_out: int) -> jnp.ndarray:
 def _time_taps_unrolled(x, kernel, st, strides, padding, dtype):
     """``sum_i conv2d(frames i, i+st, .. of x, kernel[i])`` as ``k_t`` unrolled convolutions."""
     kt = kernel.shape[0]
-    t_out = (x.shape[1] - kt) // st + 1
+    t_out = _time_out(x.shape[1], kt, st)
     y = None
     for i in range(kt):
         yi = _conv(_tap_input(x, i, st, t_out), kernel[i], strides, padding, dtype)
@@ -100,7 +105,7 @@ def _time_taps(x, kernel, st, strides, padding, dtype):
     The backward pass is the unrolled form's (its residuals are only ``x`` and ``kernel``; a
     differentiated loop would save every tap's input slice).
     """
-    t_out = (x.shape[1] - kernel.shape[0]) // st + 1
+    t_out = _time_out(x.shape[1], kernel.shape[0], st)
 
     def tap(i):
         ki = lax.dynamic_index_in_dim(kernel, i, 0, keepdims=False)
@@ -141,7 +146,7 @@ def conv_nd(
     if kernel.ndim == 5 and padding[0] == 0:
         b, t = x.shape[:2]
         kt, st = kernel.shape[0], strides[0]
-        t_out = (t - kt) // st + 1
+        t_out = _time_out(t, kt, st)
         sp_strides, sp_padding = tuple(strides[1:]), _pad_pairs(padding[1:])
         if kt == 1:  # a reshape is a bitcast; kernel[0] would be a copy in XLA
             xi = _tap_input(x, 0, st, t_out)
