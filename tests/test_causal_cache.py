@@ -191,3 +191,32 @@ def test_causality(request, ckpt, t_chunk, t):
     y2 = np.asarray(wfvae_jax.decode(params, z2, config, t_chunk=dec_chunk))
     changed = _changed_frames(y1, y2)
     assert changed and min(changed) == d * (t // d) - d + 3
+
+
+def test_decoder_steps_carry_the_lookahead(tiny):
+    """The step protocol decode_chunked scans: frames 0-1 (1 = lookahead), then 2.. alone.
+
+    The second step reads only z[:, 2:]: frame 1's latent-rate outputs come from the cache, so
+    the result can only equal direct decoding if the carried frame is right. A last step may
+    hold nothing but the carried frame; a first step must hold a frame.
+    """
+    params, config, vec = tiny
+    z = cl(vec["long/z"])  # 9 latent frames
+    model = wfvae_jax.WFVAE(config)
+    direct = np.asarray(wfvae_jax.decode(params, z, config, t_chunk=0))
+
+    def step(zc, cache, lookahead):
+        y, _, c = model.apply({"params": params}, zc, cache, lookahead, method=model.decode)
+        return np.asarray(y), c
+
+    y0, c = step(z[:, :2], None, 1)
+    assert c["lookahead"][0].shape[1] == 1
+    y1, c = step(z[:, 2:8], c, 1)  # own frames 1..6, lookahead 7
+    y2, _ = step(z[:, 8:8], c, 0)  # own frame 7 only (carried): the clip z[:, :8] ends there
+    y3, _ = step(z[:, 8:], c, 0)  # own frames 7, 8
+    assert y0.shape[1] == 1 and y1.shape[1] == 24 and y2.shape[1] == 4
+    assert np.abs(np.concatenate([y0, y1, y3], 1) - direct).max() <= TOL
+    direct8 = np.asarray(wfvae_jax.decode(params, z[:, :8], config, t_chunk=0))
+    assert np.abs(np.concatenate([y0, y1, y2], 1) - direct8).max() <= TOL
+    with pytest.raises(ValueError, match="at least one latent frame"):
+        step(z[:, :0], None, 0)

@@ -14,12 +14,14 @@ last ``k - s`` frames of its time-padded input; see ``wfvae_jax.layers``):
   inverse drops the first frame only in the first chunk.
 - the decoder's time upsamplers: their last input frame (linear interpolation of frame i needs
   i-1).
-Linear time interpolation also needs frame ``i + 1``: decoder chunks therefore carry one latent
-frame of lookahead, which caches exclude. It runs through the layers before up2's time upsampler
-(the latent-rate part of the decoder), which drops what it interpolated from it (keeping one
-frame for up1's upsampler in the 8x variant), so the full-resolution layers do no extra work.
-The reference (``cache_offset``: 1 frame up to up2's upsampler, 2 after it, 4 after up1's in the
-8x variant) carries it to the output and discards ``d`` video frames per chunk there.
+Linear time interpolation also needs frame ``i + 1``: each decoder chunk but the last reads one
+latent frame of lookahead, the next chunk's first. It runs through the layers before up2's time
+upsampler (the latent-rate part of the decoder) once: their caches include it and its outputs
+there are carried to the next chunk, which starts after it. up2's upsampler drops what it
+interpolated from it (keeping one frame for up1's upsampler in the 8x variant), so the
+full-resolution layers do no extra work either. The reference (``cache_offset``: 1 frame up to
+up2's upsampler, 2 after it, 4 after up1's in the 8x variant) recomputes the lookahead in the
+next chunk, carries it to the output and discards ``d`` video frames per chunk there.
 Unlike the reference's ``tile_decode`` (whose auto-selected chunks avoid the cases), any chunk
 size is exact here: a chunk ending one latent frame before the end still gets its lookahead, and a
 final chunk of one latent frame is still upsampled in time.
@@ -127,24 +129,27 @@ def encode_chunked(
 @compile_options.jit(static_argnames=("config", "t_chunk", "dtype", "mesh"))
 def _decode_chunked(params, z, config, t_chunk, dtype, mesh=None):
     b, t = z.shape[:2]
-    out0, cache = _dec_step(params, z[:, :1], None, config, dtype, 0, mesh)
-    n_rest = t - 1
-    # Chunks before the last carry one lookahead frame; the last one is a final step.
-    n_scan = (n_rest - 1) // t_chunk if n_rest else 0
+    if t == 1:
+        return _dec_step(params, z, None, config, dtype, 0, mesh)[0]
+    # Output chunks: frame 0, then n_scan chunks of t_chunk latent frames, then the rest (1 to
+    # t_chunk frames). Each step before the last also reads the next chunk's first frame (its
+    # lookahead) through the latent-rate layers and carries that in the cache, so the next step
+    # reads only the frames after it: every latent frame runs through those layers once.
+    out0, cache = _dec_step(params, z[:, :2], None, config, dtype, 1, mesh)  # frame 0 + lookahead
+    n_scan = (t - 2) // t_chunk
     outs = [out0]
     if n_scan:
-        idx = 1 + jnp.arange(n_scan)[:, None] * t_chunk + jnp.arange(t_chunk + 1)[None]
-        windows = jnp.take(z, idx, axis=1).swapaxes(0, 1)  # (n_scan, B, t_chunk + 1, h, w, L)
 
-        def body(c, zc):
+        def body(c, i):
+            zc = jax.lax.dynamic_slice_in_dim(z, 2 + i * t_chunk, t_chunk, axis=1)
             y, c = _dec_step(params, zc, c, config, dtype, 1, mesh)
-            return c, y  # (B, up * t_chunk, H, W, 3): the lookahead makes no output frames
+            return c, y  # (B, d * t_chunk, H, W, 3)
 
-        cache, ys = jax.lax.scan(body, cache, windows)
+        cache, ys = jax.lax.scan(body, cache, jnp.arange(n_scan))
         outs.append(ys.swapaxes(0, 1).reshape(b, -1, *ys.shape[3:]))
-    if n_rest:
-        y, _ = _dec_step(params, z[:, 1 + n_scan * t_chunk :], cache, config, dtype, 0, mesh)
-        outs.append(y)
+    # The last step: the carried lookahead frame and what follows it (possibly nothing).
+    y, _ = _dec_step(params, z[:, 2 + n_scan * t_chunk :], cache, config, dtype, 0, mesh)
+    outs.append(y)
     return jnp.concatenate(outs, axis=1)
 
 
@@ -160,8 +165,8 @@ def decode_chunked(
 
     Args:
       z: ``(B, t, h, w, latent_dim)``.
-      t_chunk: latent frames per chunk after the first (each chunk also reads one lookahead
-        frame), ``>= 1``.
+      t_chunk: latent frames per chunk after the first (each chunk but the last also reads the
+        next one's first frame as its lookahead), ``>= 1``.
       mesh: as for :func:`encode_chunked`.
     Returns:
       ``(B, d(t - 1) + 1, 8h, 8w, 3)``, ``d = config.temporal_downsample``.

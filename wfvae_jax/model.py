@@ -137,16 +137,20 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Latent ``(B, t, h, w, L)`` -> video ``(B, d(t-1)+1, 8h, 8w, 3)``, taps ``(W2^, W3^)``, cache.
 
-    ``d = config.temporal_downsample``. Chunked inference: ``cache=None`` marks the first chunk
-    (one latent frame, no lookahead); later chunks carry ``lookahead`` (0 or 1) extra trailing
-    latent frames, read only by the time upsamplers' interpolation: a later chunk of ``m``
-    (+ lookahead) latent frames produces its ``d m`` frames and no more. The lookahead runs
-    through the layers up to up2's upsampler (latent rate, the cheap part); up2's upsampler drops
-    the frames interpolated from it, keeping one in the 8x variant for up1's upsampler, which
-    drops it. (The reference instead carries the lookahead to the output, doubling it at each
-    upsampler: its cache offsets 1, 2, 4.) ``W2^`` is returned after the W3 outflow has been
-    added into its LL(L) subband, as the reference's in-place update does; in a chunk with
-    lookahead ``W3^`` still includes the lookahead frame.
+    ``d = config.temporal_downsample``. Chunked inference: ``cache=None`` marks the first chunk;
+    ``lookahead`` (0 or 1) trailing latent frames of ``z`` belong to the *next* chunk, read only
+    by the time upsamplers' interpolation: a chunk of ``m`` own (+ lookahead) latent frames
+    produces ``d m`` video frames (``1 + d (m - 1)`` for the first chunk, whose frame 0 is kept
+    apart) and no more. The latent-rate layers (``conv_in``, ``mid``, ``connect_l2``, up2's blocks
+    before its upsampler) run every frame of ``z`` once: the lookahead frame's outputs there are
+    carried in the cache (``"lookahead"``) and prepended in the next call, whose ``z`` starts
+    after that frame (it may be empty: a last chunk made of the carried frame only). From up2's
+    upsampler on, the lookahead is dropped: up2's upsampler drops the frames interpolated from
+    it, keeping one in the 8x variant for up1's upsampler, which drops it. (The reference
+    instead recomputes the lookahead in the next chunk and carries it to the output, doubling it
+    at each upsampler: its cache offsets 1, 2, 4.) ``W2^`` is returned after the W3 outflow has
+    been added into its LL(L) subband, as the reference's in-place update does; ``W3^`` holds
+    the carried frame and ``z``'s frames, lookahead included.
     Source: reference ``Decoder`` and ``WFVAEModel._set_cache_offset`` (``modeling_wfvae.py``).
     """
 
@@ -203,10 +207,11 @@ class Decoder(nn.Module):
     ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray], Cache]:
         first = cache is None
         e = self.config.decoder_energy_flow_hidden_size
+        n_pre = len(self.up2) - 2  # up2's blocks before its time upsampler run at latent rate
         new: dict[str, Cache] = {}
 
-        def run3d(blocks, name, h, la, keep=0):
-            for i, blk in enumerate(blocks):
+        def run3d(blocks, name, h, la, keep=0, start=0):
+            for i, blk in enumerate(blocks, start):
                 key = f"{name}_{i}"
                 if isinstance(blk, ResnetBlock3D):
                     h, new[key] = blk(h, _get(cache, key), la, deterministic)
@@ -219,16 +224,31 @@ class Decoder(nn.Module):
                     h = blk(h)
             return h, la
 
-        h, new["conv_in"] = self.conv_in(z.astype(self.dtype), _get(cache, "conv_in"), lookahead)
-        # Frame counts: t2 = 2t - 1 after up2; t1 = t2 (4x) or 2 t2 - 1 (8x) after up1.
-        h, _ = run3d(self.mid, "mid", h, lookahead)  # (B, t, h, w, 4b + E)
-        l2_coeffs, _ = run3d(self.connect_l2, "connect_l2", h[..., -e:], lookahead)  # (.., 24)
+        # Latent rate: every latent frame runs once, so these caches hold all of z; a chunk's
+        # lookahead frame ran here in the previous step and is prepended from the cache.
+        if z.shape[1]:
+            h, new["conv_in"] = self.conv_in(z.astype(self.dtype), _get(cache, "conv_in"))
+            h, _ = run3d(self.mid, "mid", h, 0)  # (B, n, h, w, 4b + E)
+            l2_coeffs, _ = run3d(self.connect_l2, "connect_l2", h[..., -e:], 0)  # (.., 24)
+            h, _ = run3d(self.up2[:n_pre], "up2", h[..., :-e], 0)  # (B, n, h, w, 4b)
+        elif first:
+            raise ValueError("the first decoder chunk needs at least one latent frame")
+        else:  # a last chunk whose only frame is the previous chunk's lookahead
+            h = l2_coeffs = None
+            new.update({k: v for k, v in cache.items() if k != "lookahead"})
+        if not first and "lookahead" in cache:
+            h0, l2_0 = cache["lookahead"]
+            h = h0 if h is None else jnp.concatenate([h0.astype(h.dtype), h], 1)  # (B, t, ..)
+            l2_coeffs = l2_0 if l2_coeffs is None else jnp.concatenate([l2_0, l2_coeffs], 1)
+        if lookahead:
+            new["lookahead"] = (h[:, -lookahead:], l2_coeffs[:, -lookahead:])
         l2 = wavelets.inverse_haar3d(l2_coeffs, SCALE3D, causal=first)  # (B, t2, 2h, 2w, 3)
         # Only up1's upsampler (8x) needs a frame of lookahead after up2's; after the last time
         # upsampler no frame of the lookahead remains, so the rest of the decoder runs on the
         # chunk's own frames. The outflows are cut to the frames kept.
+        # Frame counts: t2 = 2t - 1 after up2; t1 = t2 (4x) or 2 t2 - 1 (8x) after up1.
         keep2 = 1 if self.time_l1 and lookahead else 0
-        h, la2 = run3d(self.up2, "up2", h[..., :-e], lookahead, keep2)  # (B, t2, 2h, 2w, 4b+E)
+        h, la2 = run3d(self.up2[n_pre:], "up2", h, lookahead, keep2, n_pre)  # (B, t2, 2h, 2w, 4b+E)
         l1_coeffs, _ = run3d(self.connect_l1, "connect_l1", h[..., -e:], la2)  # (.., 12 | 24)
         l2 = l2[:, : l1_coeffs.shape[1]]  # the frames up2 kept
         l1_coeffs = l1_coeffs.at[..., :3].add(l2)  # W3 outflow into the LL band (paper Eq. 3)
