@@ -8,8 +8,8 @@ Defaults follow the paper's Table 1 (33 frames, 256x256). See docs/eval.md and
 ``python eval.py --help``; the logic lives in ``wfvae_jax.eval`` (also ``wfvae eval``).
 """
 
-from wfvae_jax.cli_errors import run
-from wfvae_jax.eval.cli import main
+from wfvae_jax.commands.errors import run
+from wfvae_jax.commands.eval import main
 
 if __name__ == "__main__":
     run(main)

@@ -113,7 +113,7 @@ class MemoryProbe:
 def check_frames(parser: Any, models: Sequence[str], frames: Sequence[int]) -> None:
     """``parser.error`` unless every T is a valid frame count of every model (the config's
     rule, ``WFVAEConfig.check_num_frames``: ``1 + d k``, ``d = temporal_downsample``)."""
-    from wfvae_jax.config import get_config
+    from wfvae_jax.core.config import get_config
 
     for name in models:
         try:
@@ -127,7 +127,7 @@ def check_frames(parser: Any, models: Sequence[str], frames: Sequence[int]) -> N
 def check_enc_chunk(parser: Any, models: Sequence[str], t_chunk: int) -> None:
     """``parser.error`` unless ``t_chunk`` (video frames) is a positive multiple of every model's
     ``temporal_downsample``."""
-    from wfvae_jax.config import get_config
+    from wfvae_jax.core.config import get_config
 
     for name in models:
         d = get_config(name).temporal_downsample
@@ -139,9 +139,9 @@ def api_t_chunk(t_chunk: int | None) -> int | None:
     """A spec's ``t_chunk`` (None = direct) as the measured ``wfvae_jax`` takes it: ``0`` forces
     direct where ``None`` means the automatic chunk (``api.auto_t_chunk``); older trees (measured
     with ``--package-dir``) have no auto chunk and take ``None``."""
-    import wfvae_jax.api
+    import wfvae_jax.inference.api
 
-    if t_chunk is None and hasattr(wfvae_jax.api, "auto_t_chunk"):
+    if t_chunk is None and hasattr(wfvae_jax.inference.api, "auto_t_chunk"):
         return 0
     return t_chunk
 
@@ -180,13 +180,13 @@ def random_params(config: Any, seed: int = 0, part: str | None = None) -> Any:
     ``wfvae_jax.load_pretrained(path, part=...)`` loads it: a one-op benchmark holds no unused
     weights).
 
-    Shapes come from ``wfvae_jax.checkpoint.param_template``; conv kernels and biases are
+    Shapes come from ``wfvae_jax.io.checkpoint.param_template``; conv kernels and biases are
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` like PyTorch's default init, norm scales 1 and
     norm biases 0, so activations stay in a realistic range (no overflow or denormals).
     """
     import numpy as np
 
-    from wfvae_jax.checkpoint import param_template
+    from wfvae_jax.io.checkpoint import param_template
 
     shapes = param_template(config)
     if part is not None:
@@ -479,13 +479,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     ``warm_budget_s``, ``cache_dir``, ``seed``, ``precision`` (optional
     ``jax_default_matmul_precision``). Encode gets a uniform [-1, 1] video, decode a
     standard-normal latent of the matching shape; weights are :func:`random_params`, only
-    the op's half (``wfvae_jax.checkpoint.OP_PART``).
+    the op's half (``wfvae_jax.io.checkpoint.OP_PART``).
     """
     import jax
     import numpy as np
 
     import wfvae_jax
-    from wfvae_jax.checkpoint import OP_PART
+    from wfvae_jax.io.checkpoint import OP_PART
 
     enable_compilation_cache(spec["cache_dir"])
     if spec.get("precision"):
@@ -511,7 +511,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec["phase"] == "compile":
         # The public AOT entry points lower exactly what encode/decode run.
-        lower = wfvae_jax.api.lower_encode if op == "encode" else wfvae_jax.api.lower_decode
+        lower = (
+            wfvae_jax.inference.api.lower_encode
+            if op == "encode"
+            else wfvae_jax.inference.api.lower_decode
+        )
         t0 = time.perf_counter()
         lowered = lower(params, x, cfg, dtype=dtype, t_chunk=tc)
         t1, c1 = time.perf_counter(), process_cpu_s()

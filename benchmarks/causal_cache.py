@@ -2,7 +2,7 @@
 
 For one model (default WF-VAE-S, random weights) at ``--size`` x ``--size`` and each T in
 ``--frames``, measures ``wfvae_jax.encode``/``decode`` without and with ``t_chunk`` (Causal Cache,
-``wfvae_jax.causal_cache``). Each (T, op, mode) runs in fresh child processes (see
+``wfvae_jax.inference.causal_cache``). Each (T, op, mode) runs in fresh child processes (see
 ``benchmarks/_common.py``): a compile child (compile time, compile peak memory, XLA's buffer
 accounting) and a run child (first call from the compilation cache, median of the warm runs,
 execution peak memory = peak RSS, or device peak bytes on GPU, minus the baseline after imports,

@@ -86,7 +86,7 @@ def _plain_loop(params, config, root, clips, spec, batch) -> dict[str, float]:
 
     import wfvae_jax
     from wfvae_jax.encode_dataset import parse_resolution
-    from wfvae_jax.video_io import read_video
+    from wfvae_jax.io.video import read_video
 
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
     resolution = parse_resolution(spec["resolution"])

@@ -55,8 +55,9 @@ def run_one(args: argparse.Namespace) -> dict:
     import numpy as np
 
     import wfvae_jax
-    from wfvae_jax import api, compile_options
-    from wfvae_jax.checkpoint import OP_PART
+    from wfvae_jax.core import compile_options
+    from wfvae_jax.inference import api
+    from wfvae_jax.io.checkpoint import OP_PART
 
     compile_options.TRIM_AFTER_COMPILE = not args.no_trim  # read by the first compile below
 
@@ -75,7 +76,7 @@ def run_one(args: argparse.Namespace) -> dict:
     x = jnp.asarray(x)
     jax.block_until_ready((params, x))
     base = _rss_mib()
-    # The library's own lowering: its compile options (wfvae_jax.compile_options) included.
+    # The library's own lowering: its compile options (wfvae_jax.core.compile_options) included.
     lower = api.lower_encode if args.op == "encode" else api.lower_decode
     _reset_hwm()
     t0 = time.perf_counter()

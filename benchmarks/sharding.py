@@ -86,7 +86,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from jax.sharding import PartitionSpec as P
 
     import wfvae_jax
-    from wfvae_jax import api, sharding
+    from wfvae_jax.inference import api, sharding
 
     cfg = wfvae_jax.get_config(spec["model"])
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]

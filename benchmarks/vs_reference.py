@@ -10,7 +10,7 @@ project dependency, nothing of the reference is copied (it is imported from ``--
 
 Method. For each model it builds the reference's own ``WFVAEModel`` with our config's fields
 (random PyTorch init, seeded), ``save_pretrained``s it, converts that with
-``python -m wfvae_jax.convert`` and saves one seeded input (a uniform [-1, 1] video and a
+``wfvae convert`` and saves one seeded input (a uniform [-1, 1] video and a
 standard-normal latent, ``.npy``) per shape, so both sides run the same weights on the same
 input. Each configuration then runs in two fresh processes, the reference (``--torch_python``,
 ``torch.set_num_threads(--threads)``, ``inference_mode``) and ours (this Python), each timing
@@ -239,7 +239,7 @@ def ours_run(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     import wfvae_jax
-    from wfvae_jax.checkpoint import OP_PART
+    from wfvae_jax.io.checkpoint import OP_PART
 
     params, config = wfvae_jax.load_pretrained(spec["weights"], part=OP_PART[spec["op"]])
     x = jax.block_until_ready(jax.numpy.asarray(np.load(spec["input"])))
@@ -309,8 +309,8 @@ def prepare(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     """Weights (reference save_pretrained + our conversion) per model, inputs per shape."""
     import numpy as np
 
-    from wfvae_jax import checkpoint
-    from wfvae_jax.config import get_config
+    from wfvae_jax.core.config import get_config
+    from wfvae_jax.io import checkpoint
 
     paths: dict[str, dict[str, str]] = {}
     for model in sorted({c["model"] for c in args.configs}):
@@ -330,8 +330,8 @@ def prepare(args: argparse.Namespace) -> dict[str, dict[str, str]]:
                 raise RuntimeError(f"reference save_pretrained failed: {r['error']}")
         # An export from before the .npy layout would load through orbax: convert again.
         if not checkpoint.is_export_dir(ours_dir) or checkpoint.is_orbax_export(ours_dir):
-            log(f"{MODELS[model]}: python -m wfvae_jax.convert -> {ours_dir}")
-            cmd = [sys.executable, "-m", "wfvae_jax.convert", ref_dir, ours_dir, "--force"]
+            log(f"{MODELS[model]}: wfvae convert -> {ours_dir}")
+            cmd = [sys.executable, "-m", "wfvae_jax.io.convert", ref_dir, ours_dir, "--force"]
             p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             if p.returncode:
                 raise RuntimeError(f"conversion failed: {p.stderr[-1500:]}")

@@ -21,7 +21,7 @@ def load_tiny(path: pathlib.Path) -> tuple:
     if path not in _LOADED:
         from safetensors.numpy import load_file
 
-        from wfvae_jax.convert import load_reference
+        from wfvae_jax.io.convert import load_reference
 
         params, config = load_reference(path)
         _LOADED[path] = (params, config, load_file(os.fspath(path / "vectors.safetensors")))

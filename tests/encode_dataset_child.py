@@ -12,7 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from wfvae_jax import cli_errors, encode_dataset  # noqa: E402
+from wfvae_jax import encode_dataset
+from wfvae_jax.commands.errors import run  # noqa: E402
 from wfvae_jax.data import latents  # noqa: E402
 
 
@@ -54,4 +55,4 @@ def _install(stop_at: str) -> None:
 if __name__ == "__main__":
     if os.environ.get("WFVAE_TEST_STOP_AT"):
         _install(os.environ["WFVAE_TEST_STOP_AT"])
-    cli_errors.run(encode_dataset.main)
+    run(encode_dataset.main)

@@ -78,7 +78,8 @@ def _fixed_iterator(config, source, local_batch, seed):
 
 
 def _main():
-    from wfvae_jax.train import cli, loop
+    from wfvae_jax.commands import train as cli
+    from wfvae_jax.train import loop
 
     run = loop.train_and_evaluate
 

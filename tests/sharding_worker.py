@@ -17,9 +17,10 @@ import sys
 import jax
 import numpy as np
 
-from wfvae_jax import api, decode, encode, init_params, sharding
-from wfvae_jax.config import WFVAEConfig
-from wfvae_jax.convert import load_reference
+from wfvae_jax import decode, encode, init_params
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.inference import api, sharding
+from wfvae_jax.io.convert import load_reference
 
 jax.config.update("jax_default_matmul_precision", "highest")
 DATA = pathlib.Path(__file__).parent / "data"
@@ -124,7 +125,7 @@ def cli_reconstruct(params, config) -> dict:
     import tempfile
 
     import wfvae_jax
-    from wfvae_jax import cli
+    from wfvae_jax.commands import cli
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

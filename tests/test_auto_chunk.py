@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax import api, causal_cache
-from wfvae_jax.config import get_config
+from wfvae_jax.core.config import get_config
+from wfvae_jax.inference import api, causal_cache
 
 TOL = 1e-5
 
@@ -161,8 +161,8 @@ def test_lowering_follows_the_rule(tiny, monkeypatch):
 
 
 def test_cli_t_chunk_check():
-    from wfvae_jax.cli_errors import UserError
-    from wfvae_jax.recon_video import check_t_chunk
+    from wfvae_jax.commands.reconstruct import check_t_chunk
+    from wfvae_jax.errors import UserError
 
     cfg = get_config("WF-VAE-S")
     for ok in (None, 0, 4, 16):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax import api, causal_cache
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.inference import api, causal_cache
 
 TOL = 1e-5
 L1_8X = dict(

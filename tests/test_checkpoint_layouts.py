@@ -1,4 +1,4 @@
-"""Every checkpoint layout (wfvae_jax.checkpoint) and the convert command's handling of them.
+"""Every checkpoint layout (wfvae_jax.io.checkpoint) and the convert command's handling of them.
 
 Fixtures in tests/data/layouts were written by the reference's own WFVAEModel and real torch
 (make_layout_fixtures.py): a diffusers-sharded release, a float16 ``.ckpt`` with a ``vae.`` key
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax import checkpoint
-from wfvae_jax.checkpoint import Layout, detect_layout, locate_reference, reference_weights
-from wfvae_jax.convert import cli, load_reference, params_to_torch_state_dict
+from wfvae_jax.commands.convert import cli
+from wfvae_jax.io import checkpoint
+from wfvae_jax.io.checkpoint import Layout, detect_layout, locate_reference, reference_weights
+from wfvae_jax.io.convert import load_reference, params_to_torch_state_dict
 
 from .conftest import DATA, SHARED, TINY
 
@@ -61,7 +62,7 @@ def test_detect_layout(tmp_path, tiny):
         locate_reference(tmp_path / "export")
     with pytest.raises(ValueError, match="training workdir"):
         locate_reference(tmp_path / "run")
-    with pytest.raises(FileNotFoundError, match="python -m wfvae_jax.convert"):
+    with pytest.raises(FileNotFoundError, match="wfvae convert"):
         wfvae_jax.load_pretrained(TINY)
 
 
@@ -151,7 +152,7 @@ def test_prefixed_half_precision_checkpoints_convert_to_float32(
 
 
 def test_common_prefixes_and_ignored_keys():
-    from wfvae_jax.convert import strip_key_prefix
+    from wfvae_jax.io.convert import strip_key_prefix
 
     sd = {"model.vae.encoder.a": 1, "model.vae.decoder.b": 2, "model.text.c": 3}
     assert strip_key_prefix(sd) == (
@@ -268,7 +269,13 @@ def test_cli_prints_the_inferred_config(tmp_path, capsys):
 
 def test_cli_as_a_subprocess_prints_one_error_line(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "wfvae_jax.convert", str(tmp_path / "missing"), str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "wfvae_jax.commands.convert",
+            str(tmp_path / "missing"),
+            str(tmp_path / "o"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

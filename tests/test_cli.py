@@ -1,7 +1,7 @@
 """The ``wfvae`` command: each user mistake is one ``error:`` line (+ hint), exit 2, no traceback.
 
-Commands run in-process through the dispatcher (``wfvae_jax.cli.main``, which wraps them in
-``cli_errors.run``), one through a real subprocess. Ctrl-C exits 130 (the shell's SIGINT status)
+Commands run in-process through the dispatcher (``wfvae_jax.commands.cli.main``, which wraps them in
+``commands.errors.run``), one through a real subprocess. Ctrl-C exits 130 (SIGINT status)
 with one ``error:`` line.
 """
 
@@ -14,8 +14,8 @@ import sys
 import pytest
 
 import wfvae_jax
-from wfvae_jax import cli
-from wfvae_jax.cli_errors import run
+from wfvae_jax.commands import cli
+from wfvae_jax.commands.errors import run
 
 from .conftest import DATA, TINY
 
@@ -26,7 +26,7 @@ ROOT = DATA.parents[1]
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from wfvae_jax.convert import load_reference
+    from wfvae_jax.io.convert import load_reference
 
     params, config = load_reference(TINY)
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
@@ -90,7 +90,7 @@ def test_eval_user_errors(ckpt, tmp_path, capsys, monkeypatch):
     # Every clip too short: one error naming the skipped files.
     err = wfvae(capsys, *base, "--videos", VIDEOS, "--num_frames", 129, "--resolution", 32)
     assert "no usable clip" in err
-    monkeypatch.setattr("wfvae_jax.checkpoint.load_pretrained", _interrupt)
+    monkeypatch.setattr("wfvae_jax.io.checkpoint.load_pretrained", _interrupt)
     wfvae(capsys, *base, "--videos", VIDEOS, code=130)
 
 
@@ -102,7 +102,7 @@ def test_latent_stats_user_errors(ckpt, tmp_path, capsys, monkeypatch):
     assert "hint: pass --num_frames 33" in err
     err = wfvae(capsys, "latent-stats", "--workdir", tmp_path, "--videos", VIDEOS, "--write_config")
     assert "--write_config needs --checkpoint" in err and "hint:" in err
-    monkeypatch.setattr("wfvae_jax.checkpoint.load_pretrained", _interrupt)
+    monkeypatch.setattr("wfvae_jax.io.checkpoint.load_pretrained", _interrupt)
     wfvae(capsys, *base, "--videos", VIDEOS, code=130)
 
 

@@ -1,4 +1,4 @@
-"""The commands' persistent compilation cache (``cli_errors.enable_compilation_cache``)."""
+"""The commands' persistent compilation cache (``wfvae_jax.commands.compilation_cache``)."""
 
 import os
 import pathlib
@@ -11,14 +11,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A command run from the command line (argv None) that compiles one jit and prints the cache dir.
 PROG = """
 import sys
-from wfvae_jax import cli_errors
+from wfvae_jax.commands.errors import run
 def main(argv):
     import jax, jax.numpy as jnp
     jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()
     print("DIR", jax.config.jax_compilation_cache_dir)
     print("MIN", jax.config.jax_persistent_cache_min_compile_time_secs)
 sys.argv = ["prog"] + sys.argv[1:]
-cli_errors.run(main, None if "--explicit" not in sys.argv else [])
+run(main, None if "--explicit" not in sys.argv else [])
 """
 
 

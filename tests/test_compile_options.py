@@ -1,4 +1,4 @@
-"""wfvae_jax.compile_options: the CPU compiler options reach the model's top-level compiles."""
+"""wfvae_jax.core.compile_options: the CPU compiler options reach the model's top-level compiles."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax import api, compile_options
+from wfvae_jax.core import compile_options
+from wfvae_jax.inference import api
 
 YNN = (
     '"__ynn_fusion"'  # an instruction's backend_config kind (names in metadata may say ynn_fusion)

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from wfvae_jax.config import WFVAEConfig, get_config
-from wfvae_jax.model import init_params
+from wfvae_jax.core.config import WFVAEConfig, get_config
+from wfvae_jax.core.model import init_params
 
 # Paper Table 3 (millions of parameters, encoder / decoder).
 TABLE3 = {"WF-VAE-S": (38, 108), "WF-VAE-M": (58, 164), "WF-VAE-L": (84, 232)}
@@ -108,7 +108,7 @@ def test_8x_parameter_shapes():
 
 
 def test_level1_blocks():
-    from wfvae_jax.config import level1_blocks
+    from wfvae_jax.core.config import level1_blocks
 
     assert tuple(level1_blocks(4).values()) == L1_4X and tuple(level1_blocks(8).values()) == L1_8X
     assert WFVAEConfig(**level1_blocks(8)).temporal_downsample == 8

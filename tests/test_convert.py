@@ -8,11 +8,11 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 import wfvae_jax
-from wfvae_jax.config import WFVAEConfig
-from wfvae_jax.convert import (
+from wfvae_jax.commands.convert import main
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.io.convert import (
     flax_path_to_torch_key,
     load_reference,
-    main,
     params_to_torch_state_dict,
     torch_state_dict_to_params,
 )
@@ -168,7 +168,7 @@ def test_ckpt_without_config_is_converted_by_inference(tmp_path):
 
 def _shapes_state_dict(cfg: WFVAEConfig) -> dict[str, np.ndarray]:
     """Zero-stride arrays with the reference's names and shapes for ``cfg`` (nothing computed)."""
-    from wfvae_jax.checkpoint import param_template
+    from wfvae_jax.io.checkpoint import param_template
 
     out = {}
     for path, leaf in flatten_dict(param_template(cfg)).items():
@@ -190,7 +190,7 @@ def _shapes_state_dict(cfg: WFVAEConfig) -> dict[str, np.ndarray]:
     ],
 )
 def test_inference_recovers_every_architecture_field(overrides):
-    from wfvae_jax.convert import ARCHITECTURE_FIELDS, infer_config_fields
+    from wfvae_jax.io.convert import ARCHITECTURE_FIELDS, infer_config_fields
 
     base = dict(
         base_channels=8,
@@ -206,7 +206,7 @@ def test_inference_recovers_every_architecture_field(overrides):
 
 
 def test_inference_on_the_reference_888_state_dict_names_and_shapes():
-    from wfvae_jax.convert import ARCHITECTURE_FIELDS, infer_config_fields
+    from wfvae_jax.io.convert import ARCHITECTURE_FIELDS, infer_config_fields
 
     layouts = DATA / "layouts"
     shapes = json.loads((layouts / "wfvae_888_tiny_shapes.json").read_text())
@@ -242,7 +242,7 @@ def test_inference_on_the_reference_888_state_dict_names_and_shapes():
 
 
 def test_inference_refuses_mixed_4x_and_8x_evidence():
-    from wfvae_jax.convert import infer_config_fields
+    from wfvae_jax.io.convert import infer_config_fields
 
     cfg = WFVAEConfig(
         base_channels=8,
@@ -259,7 +259,7 @@ def test_inference_refuses_mixed_4x_and_8x_evidence():
 
 
 def test_inference_of_a_state_dict_that_is_no_wfvae_names_the_missing_key():
-    from wfvae_jax.convert import infer_config_fields
+    from wfvae_jax.io.convert import infer_config_fields
 
     with pytest.raises(ValueError, match="cannot infer the WF-VAE architecture") as e:
         infer_config_fields({"features.0.weight": np.zeros((4, 3, 3, 3), np.float32)})
@@ -292,5 +292,5 @@ def test_cli_writes_an_export_that_loads(tmp_path, tiny):
 
 
 def test_load_pretrained_on_unconverted_release_says_convert():
-    with pytest.raises(FileNotFoundError, match="wfvae_jax.convert"):
+    with pytest.raises(FileNotFoundError, match="wfvae convert"):
         wfvae_jax.load_pretrained(TINY)

@@ -20,7 +20,7 @@ from wfvae_jax.data import (
     sources,
     window_span,
 )
-from wfvae_jax.video_io import count_frames, read_video, to_float, write_video
+from wfvae_jax.io.video import count_frames, read_video, to_float, write_video
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "videos")
 GOOD = {  # relative path -> decodable frames (see tests/data/videos/README.md)

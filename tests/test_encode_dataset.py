@@ -31,8 +31,7 @@ import pytest
 
 import wfvae_jax
 from tests.conftest import TINY
-from wfvae_jax import cli_errors
-from wfvae_jax.convert import load_reference
+from wfvae_jax.commands.errors import run
 from wfvae_jax.data import LatentSource, find_videos
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.encode_dataset import (
@@ -43,7 +42,8 @@ from wfvae_jax.encode_dataset import (
     encode_dataset,
     main,
 )
-from wfvae_jax.video_io import count_frames, read_video, resize_and_crop, write_video
+from wfvae_jax.io.convert import load_reference
+from wfvae_jax.io.video import count_frames, read_video, resize_and_crop, write_video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VIDEOS = REPO / "tests" / "data" / "videos"
@@ -223,12 +223,12 @@ def test_refuses_another_encoding_unless_overwrite(model, video_dir, reference, 
         "--resolution", "32x48", "--clips_per_video", "1", "--videos_per_shard", "2",
     ]  # fmt: skip
     with pytest.raises(SystemExit) as e:
-        cli_errors.run(main, argv)
+        run(main, argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "--overwrite" in err[-1]
     with pytest.raises(SystemExit) as e:
-        cli_errors.run(main, [*argv, "--num_frames", "8"])
+        run(main, [*argv, "--num_frames", "8"])
     assert e.value.code == 2 and "nearest valid T is 9" in capsys.readouterr().err
     overwrite = dataclasses.replace(OPTIONS, overwrite=True)
     summary = encode_dataset(params, config, inputs, out, one_clip, overwrite)

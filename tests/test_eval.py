@@ -1,4 +1,4 @@
-"""Tests of eval.py (wfvae_jax.eval) and wfvae_jax.latent_stats on the tiny random-weight model.
+"""Tests of eval.py (wfvae_jax.eval) and commands.latent_stats on the tiny random-weight model.
 
 References are independent: PSNR in numpy float64, SSIM from scikit-image, FVD from the
 metrics module on features recomputed from the saved arrays, clip frames from read_video,
@@ -21,14 +21,14 @@ from safetensors.numpy import save_file
 from skimage.metrics import structural_similarity
 
 import wfvae_jax
-from wfvae_jax import latent_stats
-from wfvae_jax.cli_errors import UserError
+from wfvae_jax.commands import latent_stats
+from wfvae_jax.commands.eval import main as eval_main
+from wfvae_jax.errors import UserError
 from wfvae_jax.eval import EvalOptions, FolderClips, evaluate, load_train_checkpoint
-from wfvae_jax.eval.cli import main as eval_main
+from wfvae_jax.io.video import count_frames, read_video
 from wfvae_jax.metrics import lpips
 from wfvae_jax.metrics._common import flatten_tree
 from wfvae_jax.metrics.fvd import fvd_from_features
-from wfvae_jax.video_io import count_frames, read_video
 
 DATA = pathlib.Path(__file__).parent / "data"
 VIDEOS = DATA / "videos"
@@ -39,7 +39,7 @@ T, RES = 9, 32
 def ckpt(tmp_path_factory):
     """A converted-checkpoint directory: the random-weight tiny WF-VAE of tests/data/wfvae_tiny
     (converting is much faster than a first eager ``init_params``)."""
-    from wfvae_jax.convert import load_reference
+    from wfvae_jax.io.convert import load_reference
 
     params, config = load_reference(DATA / "wfvae_tiny")
     path = tmp_path_factory.mktemp("tiny_ckpt")
@@ -278,7 +278,7 @@ def test_latent_stats_write_config_roundtrip(ckpt, tmp_path):
 
 def test_tfds_clips_are_the_first_frames_of_each_record(tmp_path):
     from tests.test_data import _tfds_builder_class
-    from wfvae_jax.eval.cli import build_parser, clips_from_args
+    from wfvae_jax.commands.eval import build_parser, clips_from_args
 
     _tfds_builder_class()(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
     args = build_parser().parse_args(

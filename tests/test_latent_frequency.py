@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from wfvae_jax import lc
-from wfvae_jax.cli_errors import UserError
-from wfvae_jax.lc import frequency as lf
+from wfvae_jax.commands import analyze as lf
+from wfvae_jax.errors import UserError
 
 
 def _const_in_time(t, seed=0, shape=(2, 4, 4, 3)):
@@ -106,7 +106,7 @@ def test_summarize_pools_videos():
 
 def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
     import wfvae_jax
-    from wfvae_jax import video_io
+    from wfvae_jax.io import video as video_io
 
     videos = tmp_path / "videos"
     videos.mkdir()

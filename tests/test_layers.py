@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from wfvae_jax import layers
+from wfvae_jax.core import layers
 
 
 def _nearest_then_conv(x, kernel, bias):

@@ -11,7 +11,7 @@ import pytest
 import pywt
 
 from wfvae_jax import lc
-from wfvae_jax.wavelets import SUBBANDS_3D
+from wfvae_jax.core.wavelets import SUBBANDS_3D
 
 ROOT = Path(__file__).resolve().parents[1]
 

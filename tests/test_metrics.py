@@ -248,16 +248,16 @@ def test_lpips_convert_h5_roundtrip(tmp_path):
 
 
 def test_lpips_reads_torchvision_pth(tmp_path, monkeypatch):
-    """The .pth route goes through wfvae_jax.torch_io; a non-AlexNet checkpoint is refused."""
+    """The .pth route goes through wfvae_jax.io.torch_files; a non-AlexNet checkpoint is refused."""
     other = DATA / "torch_io" / "torchvision_style.pth"  # a real torch file, not AlexNet
     if other.is_file():
         with pytest.raises(ValueError, match="features.0.weight"):
             lpips.read_backbone("alex", other)
     state = _random_torchvision_state("alex")
     state["classifier.1.weight"] = np.zeros((4, 9216), np.float32)  # ignored
-    import wfvae_jax.torch_io
+    import wfvae_jax.io.torch_files
 
-    monkeypatch.setattr(wfvae_jax.torch_io, "load_state_dict", lambda path: state)
+    monkeypatch.setattr(wfvae_jax.io.torch_files, "load_state_dict", lambda path: state)
     src = tmp_path / "alexnet-owt-7be5be79.pth"
     src.touch()
     got = lpips.read_backbone("alex", src)

@@ -1,7 +1,7 @@
 """Two processes on localhost (CPU, gloo collectives) against one: encode_dataset and train.py.
 
 Each process is started with ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
-``JAX_PROCESS_ID`` (read by ``wfvae_jax.multihost.initialize`` behind ``--multihost``) and its
+``JAX_PROCESS_ID`` (read by ``inference.multihost.initialize`` behind ``--multihost``) and its
 own ``XLA_FLAGS=--xla_force_host_platform_device_count``. The single-process runs use the same
 number of clips (or videos) per device, so every device computes on the same shapes.
 """
@@ -23,9 +23,9 @@ import pytest
 
 import wfvae_jax
 from tests.conftest import TINY
-from wfvae_jax.convert import load_reference
 from wfvae_jax.data import LatentSource
 from wfvae_jax.data import latents as fmt
+from wfvae_jax.io.convert import load_reference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VIDEOS = REPO / "tests" / "data" / "videos"

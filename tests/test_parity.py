@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax.model import WFVAE
+from wfvae_jax.core.model import WFVAE
 
 TOL = 1e-4
 

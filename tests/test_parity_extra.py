@@ -215,9 +215,9 @@ def _params(name: str):
     if name not in _PARAMS_CACHE:
         import jax
 
-        from wfvae_jax.config import WFVAEConfig
-        from wfvae_jax.convert import params_to_torch_state_dict, torch_state_dict_to_params
-        from wfvae_jax.model import init_params
+        from wfvae_jax.core.config import WFVAEConfig
+        from wfvae_jax.core.model import init_params
+        from wfvae_jax.io.convert import params_to_torch_state_dict, torch_state_dict_to_params
 
         config = WFVAEConfig(**model_kwargs(name))
         # Our parameter tree, in the reference's key names and layout, gives the key set/shapes.

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax import api
-from wfvae_jax.checkpoint import (
+from wfvae_jax.inference import api
+from wfvae_jax.io.checkpoint import (
     CONFIG_NAME,
     is_orbax_export,
     load_model,
@@ -161,7 +161,7 @@ def test_encode_dataset_loads_only_the_encoder(export, monkeypatch, tmp_path):
         parts.append(part)
         raise Loaded
 
-    monkeypatch.setattr("wfvae_jax.checkpoint.load_pretrained", fake_load)
+    monkeypatch.setattr("wfvae_jax.io.checkpoint.load_pretrained", fake_load)
     out_args = ["--out", str(tmp_path / "o"), "--num_frames", "9", "--resolution", "16"]
     with pytest.raises(Loaded):
         ed.main([*["--checkpoint", str(path), "--videos", str(DATA / "videos")], *out_args])

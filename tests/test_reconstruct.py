@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax import video_io
-from wfvae_jax.cli_errors import UserError
-from wfvae_jax.convert import main as convert_main
+from wfvae_jax.commands.convert import main as convert_main
+from wfvae_jax.commands.reconstruct import main, reconstruct_file
+from wfvae_jax.errors import UserError
+from wfvae_jax.io import video as video_io
+from wfvae_jax.io.video import ClipSpec
 from wfvae_jax.metrics import _common as metrics_common
 from wfvae_jax.metrics import psnr
-from wfvae_jax.recon_video import main, reconstruct_file
-from wfvae_jax.video_io import ClipSpec
 
 from .conftest import DATA, TINY
 
@@ -105,7 +105,7 @@ def test_reconstruct_metrics_run_in_bounded_chunks(converted, tmp_path, monkeypa
 
 def test_api_reconstruct_applies_lc_settings(converted, tmp_path):
     from wfvae_jax import lc
-    from wfvae_jax.checkpoint import load_lc_settings
+    from wfvae_jax.io.checkpoint import load_lc_settings
 
     params, config = wfvae_jax.load_pretrained(converted)
     x = video_io.read_video(CLIP, 17, 1, 0, 32)[None]  # 5 latent frames: 1 + 4m for 1 level

@@ -2,7 +2,7 @@
 
 The multi-device checks run ``tests/sharding_worker.py`` in a subprocess with 4 CPU devices
 (``XLA_FLAGS`` must be set before JAX starts; this process keeps its own device count). The
-rest are single-process unit tests of ``wfvae_jax.sharding``.
+rest are single-process unit tests of ``wfvae_jax.inference.sharding``.
 """
 
 import argparse
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, AxisType, Mesh, PartitionSpec
 
-from wfvae_jax import sharding
+from wfvae_jax.inference import sharding
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -118,7 +118,7 @@ def test_reconstruct_command_with_mesh(sharded):
 
 
 def _wfvae_error(capsys, argv):
-    from wfvae_jax import cli
+    from wfvae_jax.commands import cli
 
     with pytest.raises(SystemExit) as e:
         cli.main([str(a) for a in argv])

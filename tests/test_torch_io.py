@@ -1,4 +1,4 @@
-"""Tests for wfvae_jax.torch_io: torch-free, code-free checkpoint loading.
+"""Tests for wfvae_jax.io.torch_files: torch-free, code-free checkpoint loading.
 
 The torch fixtures in tests/data/torch_io were written by real torch (make_fixtures.py, run once
 in a separate venv); next to each is an .npz with every tensor as torch itself converted it, so
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from wfvae_jax import torch_io
-from wfvae_jax.torch_io import (
+from wfvae_jax.io import torch_files as torch_io
+from wfvae_jax.io.torch_files import (
     TorchDtype,
     load_state_dict,
     load_torch_pickle,

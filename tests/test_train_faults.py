@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from tests.test_train import VIDEOS, tiny_config
-from wfvae_jax import checkpoint as layout
-from wfvae_jax import cli_errors
-from wfvae_jax.cli_errors import UserError
+from wfvae_jax.commands import train as cli
+from wfvae_jax.commands.errors import run
 from wfvae_jax.data import VideoFolderSource, make_video_dataset
-from wfvae_jax.train import checkpointing, cli, config_check, loop
+from wfvae_jax.errors import UserError
+from wfvae_jax.io import checkpoint as layout
+from wfvae_jax.train import checkpointing, config_check, loop
 from wfvae_jax.train.checkpointing import CheckpointWriteError
 from wfvae_jax.train.data import data_changes, resumed_data_seed
 from wfvae_jax.train.step import build_train_steps
@@ -249,7 +250,7 @@ def _cli(argv, capsys, *, only_errors: bool = False) -> tuple[int, str]:
     """Exit status and the error/hint lines (log lines left out) of ``train.py ARGV``;
     ``only_errors``: nothing else may have been printed (no log line, no traceback)."""
     with pytest.raises(SystemExit) as e:
-        cli_errors.run(cli.main, argv)
+        run(cli.main, argv)
     err = capsys.readouterr().err
     lines = "".join(f"{x}\n" for x in err.splitlines() if x.startswith(("error:", "hint:")))
     assert not only_errors or lines == err, err
@@ -307,7 +308,7 @@ def test_cli_messages(tmp_path, monkeypatch, capsys):
     assert not os.path.exists("/no/such/run")
     # --debug shows the traceback instead.
     with pytest.raises(UserError, match="nearest valid is 33"):
-        cli_errors.run(cli.main, [*base, "--config.data.num_frames=32", "--debug"])
+        run(cli.main, [*base, "--config.data.num_frames=32", "--debug"])
 
 
 def test_config_check_uses_the_models_frame_rule_and_the_devices(tmp_path):
@@ -349,8 +350,8 @@ def test_init_from_typo_is_an_error_and_creates_nothing(tmp_path):
 
 def test_encode_dataset_names_the_changed_inputs(videos, tmp_path):
     from tests.conftest import TINY
-    from wfvae_jax.convert import load_reference
     from wfvae_jax.encode_dataset import ClipSpec, EncodeOptions, FolderInput, encode_dataset
+    from wfvae_jax.io.convert import load_reference
 
     for name in ("sub", "bikes_0120.mp4", "tree_excerpt.avi"):
         path = os.path.join(videos, name)

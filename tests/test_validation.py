@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from wfvae_jax.api import nearest_valid_num_frames
+from wfvae_jax.inference.api import nearest_valid_num_frames
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_uint8_and_out_of_range_video(tiny):
 def test_video_range_tolerance(tiny):
     import jax.numpy as jnp
 
-    from wfvae_jax.api import VIDEO_RANGE_TOL, validate_video
+    from wfvae_jax.inference.api import VIDEO_RANGE_TOL, validate_video
 
     x = np.zeros((1, 5, 16, 16, 3), np.float32)
     x[..., 0] = 1 + VIDEO_RANGE_TOL / 2  # resampling overshoot is admitted

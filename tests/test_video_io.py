@@ -1,4 +1,4 @@
-"""Tests for wfvae_jax.video_io against raw PyAV decodes, numpy block means and scikit-image."""
+"""Tests for wfvae_jax.io.video against raw PyAV decodes, numpy block means and scikit-image."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from skimage.transform import resize as sk_resize
 
-from wfvae_jax import video_io
-from wfvae_jax.video_io import (
+from wfvae_jax.io import video as video_io
+from wfvae_jax.io.video import (
     abs_error_frames,
     count_frames,
     crop_offsets,
@@ -288,8 +288,8 @@ def test_read_video_crop_none_keeps_the_whole_frame():
 def test_clip_spec_validation_and_flags():
     import argparse
 
-    from wfvae_jax.cli_errors import UserError
-    from wfvae_jax.config import WFVAEConfig
+    from wfvae_jax.core.config import WFVAEConfig
+    from wfvae_jax.errors import UserError
 
     with pytest.raises(ValueError, match="multiples of 8, got 100; nearest valid: 96 or 104"):
         video_io.ClipSpec(resolution=100)

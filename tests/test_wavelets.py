@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import pywt
 
-from wfvae_jax import wavelets as w
+from wfvae_jax.core import wavelets as w
 
 RNG = np.random.default_rng(0)
 

@@ -13,8 +13,11 @@ Importing the package needs only the inference install (``pip install .``): trai
 and analysis modules are imported by the commands that use them.
 """
 
-from wfvae_jax import config
-from wfvae_jax.api import (
+from wfvae_jax.core import config
+from wfvae_jax.core.config import WFVAEConfig, get_config
+from wfvae_jax.core.model import WFVAE, init_params
+from wfvae_jax.core.posterior import DiagonalGaussian
+from wfvae_jax.inference.api import (
     auto_t_chunk,
     decode,
     encode,
@@ -23,10 +26,7 @@ from wfvae_jax.api import (
     reconstruct,
     validate_video,
 )
-from wfvae_jax.checkpoint import load_pretrained, save_pretrained
-from wfvae_jax.config import WFVAEConfig, get_config
-from wfvae_jax.model import WFVAE, init_params
-from wfvae_jax.posterior import DiagonalGaussian
+from wfvae_jax.io.checkpoint import load_pretrained, save_pretrained
 
 __all__ = [
     "DiagonalGaussian",

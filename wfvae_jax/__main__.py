@@ -1,5 +1,5 @@
 """``python -m wfvae_jax COMMAND ...``: the ``wfvae`` command without the console script."""
 
-from wfvae_jax.cli import main
+from wfvae_jax.commands.cli import main
 
 main()

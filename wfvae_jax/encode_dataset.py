@@ -7,7 +7,7 @@ Usage::
         [--batch_size B] [--t_chunk C] [--dtype float32|bfloat16] \\
         [--store mean_logvar|sample] [--storage_dtype float32|float16|bfloat16]
     # a prepared TFDS dataset instead of a folder: --tfds NAME [--tfds_split train]
-    # one process per host: add --multihost (see wfvae_jax.multihost)
+    # one process per host: add --multihost (see wfvae_jax.inference.multihost)
 
 Read the output with ``wfvae_jax.data.LatentSource(OUT)``; the format (shards, records, manifest)
 is documented in ``wfvae_jax.data.latents``.
@@ -25,7 +25,7 @@ How. Shard ``s`` belongs to process ``s % process_count``, which decodes its vid
 worker processes (``--worker_count``) while the devices encode the previous batch; a batch holds
 ``batch_size / process_count`` clips of one shard from each process and is sharded over a
 ``("data", "space")`` mesh of every device (``--mesh data=D,space=S``; default ``data=`` all
-devices): clips over ``data``, each clip's height over ``space`` (``wfvae_jax.sharding``).
+devices): clips over ``data``, each clip's height over ``space`` (``wfvae_jax.inference.sharding``).
 Long clips go through Causal Cache (``--t_chunk``; default: ``wfvae_jax.auto_t_chunk``; 0: each
 clip at once).
 Results are written to the shard's temporary file; after the shard's last clip it is renamed and
@@ -71,24 +71,30 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from wfvae_jax import compile_options
-from wfvae_jax.api import DTYPES, T_CHUNK_HELP, encode, parse_dtype
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.core import compile_options
+from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.data.sources import find_videos, window_span
-from wfvae_jax.sharding import activation_sharding, add_mesh_arg, axis_size, make_mesh, parse_mesh
-from wfvae_jax.video_io import _iter_decoded, _open_input, resize_and_crop
-from wfvae_jax.video_io import parse_resolution as video_io_parse_resolution
+from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP, encode, parse_dtype
+from wfvae_jax.inference.sharding import (
+    activation_sharding,
+    add_mesh_arg,
+    axis_size,
+    make_mesh,
+    parse_mesh,
+)
+from wfvae_jax.io.video import _iter_decoded, _open_input, resize_and_crop
+from wfvae_jax.io.video import parse_resolution as video_io_parse_resolution
 
 logger = logging.getLogger(__name__)
 
-COMPUTE_DTYPES = tuple(DTYPES)  # the names wfvae_jax.api.parse_dtype reads
+COMPUTE_DTYPES = tuple(DTYPES)  # the names wfvae_jax.inference.api.parse_dtype reads
 DEFAULT_VIDEOS_PER_SHARD = 128
 DEFAULT_WORKER_COUNT = 4
 
 
 def compute_dtype(name: str) -> Any:
-    """The jnp dtype of a ``--dtype`` name (``wfvae_jax.api.parse_dtype``); ValueError otherwise."""
+    """The jnp dtype of a ``--dtype`` name (``inference.api.parse_dtype``); ValueError otherwise."""
     try:
         return parse_dtype(name)
     except ValueError as e:
@@ -97,7 +103,7 @@ def compute_dtype(name: str) -> Any:
 
 def parse_resolution(text: str | int | Sequence[int]) -> tuple[int, int]:
     """``"256"`` -> ``(256, 256)``; ``"256x320"`` -> ``(256, 320)`` (height x width); the text
-    forms are ``wfvae_jax.video_io.parse_resolution``'s (``native`` has no fixed size here)."""
+    forms are ``wfvae_jax.io.video.parse_resolution``'s (``native`` has no fixed size here)."""
     if not isinstance(text, str):
         text = str(int(text)) if isinstance(text, (int, np.integer)) else "x".join(map(str, text))
     try:
@@ -408,7 +414,7 @@ class EncodeOptions:
       worker_count: grain decoding processes per host (0: decode in this process).
       overwrite: replace an ``OUT`` that holds another encoding.
       progress: show a progress bar (process 0).
-      mesh: ``"data=D,space=S"`` (``wfvae_jax.sharding.parse_mesh``): split each batch over D
+      mesh: ``"data=D,space=S"`` (``inference.sharding.parse_mesh``): split each batch over D
         devices and each clip's height over S; ``D * S`` must be every device of the run
         (``None``: ``data=`` every device).
     """
@@ -460,7 +466,7 @@ def scale_shift(config: WFVAEConfig) -> tuple[list[float], list[float]]:
     """The config's ``scale``/``shift`` as ``latent_dim`` entries each.
 
     The reference's 4-entry placeholders (all entries equal) broadcast to every channel, with a
-    warning: measure real values with ``python -m wfvae_jax.latent_stats --write_config``.
+    warning: measure real values with ``wfvae latent-stats --write_config``.
     Raises ValueError for any other length mismatch.
     """
     c = config.latent_dim
@@ -472,7 +478,7 @@ def scale_shift(config: WFVAEConfig) -> tuple[list[float], list[float]]:
                 raise ValueError(f"config {name} has {len(v)} entries, latent_dim is {c}")
             logger.warning(
                 "config %s %s has %d entries for %d channels (the reference's placeholder); "
-                "using %g for every channel. Measure real values with wfvae_jax.latent_stats.",
+                "using %g for every channel. Measure real values with wfvae latent-stats.",
                 name,
                 v,
                 len(v),
@@ -992,10 +998,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.multihost:
-        from wfvae_jax import multihost
+        from wfvae_jax.inference import multihost
 
         multihost.initialize()
-    from wfvae_jax.checkpoint import load_pretrained
+    from wfvae_jax.io.checkpoint import load_pretrained
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     spec = ClipSpec(
@@ -1024,6 +1030,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from wfvae_jax import cli_errors
+    from wfvae_jax.commands.errors import run
 
-    cli_errors.run(main)
+    run(main)

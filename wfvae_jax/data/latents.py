@@ -325,7 +325,7 @@ class SampleLatent(grain.transforms.RandomMap):
     ``z = mean + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` from grain's per-record rng (the
     posterior sample, as ``DiagonalGaussian.sample``), or ``z = mean`` with ``sample=False``, or
     the stored ``latent`` as is; then ``(z - shift) * scale`` per channel (the convention of
-    ``wfvae_jax.latent_stats``; undo with ``z / scale + shift`` before ``wfvae_jax.decode``).
+    ``wfvae latent-stats``; undo with ``z / scale + shift`` before ``wfvae_jax.decode``).
     """
 
     def __init__(self, scale: Any, shift: Any, sample: bool = True):

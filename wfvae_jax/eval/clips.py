@@ -4,7 +4,7 @@ Clip selection follows the reference eval (``ValidVideoDataset`` in
 causalvideovae/dataset/video_dataset.py and examples/eval.sh): every video contributes one clip
 that starts at its first frame, takes ``num_frames`` frames ``frame_stride`` apart, resizes the
 short side to ``resolution`` (antialiased bilinear) and centre-crops a square of that size. The
-resolution and crop follow ``wfvae_jax.video_io.ClipSpec`` (``S``, ``HxW`` or native;
+resolution and crop follow ``wfvae_jax.io.video.ClipSpec`` (``S``, ``HxW`` or native;
 ``crop="none"`` keeps the aspect ratio), the one rule every command uses. Videos that are too
 short or cannot be decoded are skipped and listed with the reason (the reference raises
 instead); nothing is skipped silently.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from wfvae_jax.video_io import DEFAULT_FPS, ClipSpec, probe_video, resize_and_crop
+from wfvae_jax.io.video import DEFAULT_FPS, ClipSpec, probe_video, resize_and_crop
 
 
 @dataclasses.dataclass

@@ -33,14 +33,14 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from wfvae_jax import sharding
-from wfvae_jax.api import auto_t_chunk, parse_dtype, reconstruct
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.eval.clips import EvalClip
 from wfvae_jax.eval.report import write_clip_outputs, write_results
+from wfvae_jax.inference import sharding
+from wfvae_jax.inference.api import auto_t_chunk, parse_dtype, reconstruct
+from wfvae_jax.io.video import to_float, to_uint8
 from wfvae_jax.metrics.psnr import psnr
 from wfvae_jax.metrics.ssim import ssim
-from wfvae_jax.video_io import to_float, to_uint8
 
 PSNR_CAP_DB = 100.0
 DEFAULT_CAUSAL_CACHE_T_CHUNK = 8
@@ -69,7 +69,7 @@ class EvalOptions:
       save_arrays: also write ``arrays/NAME.npz`` (input, reconstruction[, chunked]) float32.
       quantize: round inputs and reconstructions to uint8 levels before scoring.
       error_gain: brightness gain of the |error| row of the strips.
-      mesh: ``"data=D,space=S"`` (``wfvae_jax.sharding``): clips split over D devices (a
+      mesh: ``"data=D,space=S"`` (``wfvae_jax.inference.sharding``): clips split over D devices (a
         multiple of D per batch), each clip's height over S devices; ``None``: one device.
     """
 
@@ -255,7 +255,7 @@ def evaluate(
     """Reconstructs every clip, scores it, writes the report; returns the results dict.
 
     Args:
-      params, config: the model (``wfvae_jax.checkpoint.load_model``).
+      params, config: the model (``wfvae_jax.io.checkpoint.load_model``).
       clips: an iterable of :class:`EvalClip` with ``len()`` (``FolderClips``, ``TfdsClips``, or
         a list), all of one shape; an optional ``skipped`` dict and ``describe()`` are reported.
       out_dir: where ``metrics.json``, ``metrics.md``, ``recon/``, ``strips/`` (and ``arrays/``)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from wfvae_jax.eval.clips import EvalClip
-from wfvae_jax.video_io import abs_error_frames, save_strip_png, write_video
+from wfvae_jax.io.video import abs_error_frames, save_strip_png, write_video
 
 _ARROWS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "fvd": "FVD ↓"}
 

@@ -1,4 +1,4 @@
-"""LC-VAE latent compression and latent frequency analysis.
+"""LC-VAE latent compression.
 
 Modules:
 - :mod:`.transforms`: Multi-WT of a latent (3D Haar + temporal Haar levels), its exact inverse,
@@ -6,16 +6,14 @@ Modules:
 - :mod:`.masks`: the reference's handcrafted masks (JSON files inside the package) and Top-k.
 - :mod:`.model`: :class:`LCSettings` (the one description of a compression) and :class:`LCVAE`,
   a WF-VAE whose forward pass compresses the latent (through ``WFVAE.process_latent``).
-- :mod:`.frequency`: subband energy and lag-1 autocorrelation of latents
-  (``wfvae analyze`` / ``python -m wfvae_jax.lc.frequency``); imported on first use.
+
+The latent frequency analysis that uses these (``wfvae analyze``) is
+:mod:`wfvae_jax.commands.analyze`.
 
 The transform and mask names are re-exported here: ``from wfvae_jax import lc; lc.multi_wt(z)``.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from wfvae_jax.lc.masks import (
     HANDCRAFTED_PATHS,
@@ -68,7 +66,6 @@ __all__ = [
     "channel_names",
     "compress",
     "fixed_mask",
-    "frequency",
     "inverse_multi_wt",
     "keep_ratio_mask",
     "load_mask",
@@ -82,10 +79,3 @@ __all__ = [
     "topk_position_mask",
     "unpack",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The analysis module imports plotting code; load it only when asked for.
-    if name == "frequency":
-        return importlib.import_module("wfvae_jax.lc.frequency")
-    raise AttributeError(f"module 'wfvae_jax.lc' has no attribute {name!r}")

@@ -9,7 +9,7 @@ posterior, as the reference does.
 
 :class:`LCSettings` is the one description of the compression: the model field, the training
 config's ``model.lc``, the ``"lc"`` entry an exported LC-VAE checkpoint carries in its
-``config.json`` (``wfvae_jax.checkpoint``), and what ``wfvae_jax.reconstruct(..., lc=...)``
+``config.json`` (``wfvae_jax.io.checkpoint``), and what ``wfvae_jax.reconstruct(..., lc=...)``
 applies.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from wfvae_jax.core.model import WFVAE
 from wfvae_jax.lc import masks
 from wfvae_jax.lc.transforms import (
     DEFAULT_LEVELS,
@@ -31,7 +32,6 @@ from wfvae_jax.lc.transforms import (
     multi_wt,
     num_channels,
 )
-from wfvae_jax.model import WFVAE
 
 MASK_KINDS = ("fixed", "keep_ratio", "topk", "topk_position", "none")
 

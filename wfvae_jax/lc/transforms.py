@@ -50,7 +50,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from wfvae_jax.wavelets import (
+from wfvae_jax.core.wavelets import (
     EXACT_SCALE_3D,
     REFERENCE_SCALE_3D,
     SUBBANDS_3D,

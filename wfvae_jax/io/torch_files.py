@@ -10,7 +10,7 @@ Supported files (see :func:`load_state_dict`):
   ``save_checkpoint``) and torchvision-style state dicts.
 
 Which file of a checkpoint *directory* holds the weights is a layout question, answered by
-:mod:`wfvae_jax.checkpoint` (the one owner of on-disk layouts); :func:`load_state_dict` asks it.
+:mod:`wfvae_jax.io.checkpoint` (the one owner of on-disk layouts); :func:`load_state_dict` asks it.
 Legacy (pre-1.6, non-zip) torch files are refused with a ``ValueError``; so are truncated or
 corrupt files, with a message naming the file and suggesting an incomplete download.
 
@@ -86,6 +86,8 @@ import numpy as np
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
 SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
+# The weights file of the reference's release layout (diffusers save_pretrained).
+RELEASE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 # Declared (uncompressed) bytes allowed per byte of archive; torch.save writes stored records, so
 # a real checkpoint declares at most its own size.
@@ -674,6 +676,49 @@ def load_sharded_safetensors(
     return out
 
 
+def _index_shards(index: Path) -> set[str]:
+    try:
+        return set(json.loads(index.read_text())["weight_map"].values())
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return set()  # a broken index is reported when it is read
+
+
+def reference_weights(directory: str | os.PathLike) -> Path:
+    """The one weights file of a REFERENCE directory (see the module docstring).
+
+    Candidates: ``diffusion_pytorch_model*.safetensors`` (not shards listed by an index),
+    ``*.safetensors.index.json``, and ``*.ckpt``/``*.pt``/``*.pth``/``*.bin``. Other files
+    (e.g. ``vectors.safetensors``) are not weights.
+
+    Raises:
+      FileNotFoundError: no candidate (the message lists the directory's files).
+      ValueError: several candidates (named; never a silent pick: pass the one file instead).
+    """
+    d = Path(directory)
+    files = sorted(p for p in d.iterdir() if p.is_file())
+    indexes = [p for p in files if p.name.endswith(SAFETENSORS_INDEX_SUFFIX)]
+    shards = set().union(*(_index_shards(p) for p in indexes)) if indexes else set()
+    stem = RELEASE_WEIGHTS.removesuffix(SAFETENSORS_SUFFIX)
+    safetensors = [
+        p
+        for p in files
+        if p.name.startswith(stem) and p.name.endswith(SAFETENSORS_SUFFIX) and p.name not in shards
+    ]
+    torch_files = [p for p in files if p.suffix.lower() in TORCH_SUFFIXES]
+    candidates = indexes + safetensors + torch_files
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise FileNotFoundError(
+            f"no weights in {d}: expected {RELEASE_WEIGHTS}, a *{SAFETENSORS_INDEX_SUFFIX}, or "
+            f"one *{'/*'.join(TORCH_SUFFIXES)} file; found {[p.name for p in files]}"
+        )
+    raise ValueError(
+        f"{d} holds {len(candidates)} candidate weight files {[p.name for p in candidates]}; "
+        "pass the one to convert as SRC"
+    )
+
+
 def load_state_dict(
     path: str | os.PathLike, use_ema: bool = True, widen_bfloat16: bool = True
 ) -> dict[str, np.ndarray]:
@@ -685,7 +730,7 @@ def load_state_dict(
             * a torch zip-format ``.ckpt``/``.pt``/``.pth``/``.bin`` file: a reference training
               checkpoint or a plain state dict, reduced by :func:`select_generator_state_dict`;
             * a directory in one of the reference's layouts; which file in it holds the weights
-              is decided by :func:`wfvae_jax.checkpoint.reference_weights` (e.g. the release
+              is decided by :func:`reference_weights` (e.g. the release
               layout ``config.json`` + ``diffusion_pytorch_model.safetensors``; the config is
               not read here).
         use_ema: for training checkpoints, prefer ``ema_state_dict`` (see
@@ -708,8 +753,6 @@ def load_state_dict(
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        from wfvae_jax.checkpoint import reference_weights
-
         path = reference_weights(path)
     name = path.name.lower()
     if name.endswith(SAFETENSORS_INDEX_SUFFIX):

@@ -182,7 +182,7 @@ def constrain(mesh: Mesh | None) -> Iterator[None]:
     :func:`activation_sharding` (a no-op context for ``mesh=None``).
 
     Only arrays whose B and H split evenly are constrained (validated inputs make that all of
-    them). This is the model-boundary hook that keeps ``wfvae_jax.layers`` free of mesh names.
+    them). This is the model-boundary hook that keeps ``wfvae_jax.core.layers`` free of mesh names.
     """
     if mesh is None:
         yield

@@ -1,11 +1,7 @@
 """Convert reference PyTorch WF-VAE checkpoints to a wfvae_jax EXPORT (config.json + params/).
 
-Usage::
-
-    python -m wfvae_jax.convert SRC OUT_DIR [--config CONFIG] [--t_interpolation MODE]
-                                [--no_ema] [--force] [--debug]
-
-SRC is any layout a user of the reference has (:mod:`wfvae_jax.checkpoint` lists them): a release
+The command is ``wfvae convert SRC OUT_DIR`` (:mod:`wfvae_jax.commands.convert`). SRC is any
+layout a user of the reference has (:mod:`wfvae_jax.io.checkpoint` lists them): a release
 directory (``config.json`` + ``diffusion_pytorch_model.safetensors``, or its sharded
 ``*.safetensors.index.json`` form), a directory with ``config.json`` and one ``*.ckpt``/``*.pt``/
 ``*.bin``, or one such file. Training ``.ckpt`` files (the reference's ``train_ddp.py``, Open-Sora
@@ -13,18 +9,14 @@ Plan, MindSpeed-MM) give ``ema_state_dict`` with ``module.`` removed, else
 ``state_dict["gen_model"]``, as the reference's ``WFVAEModel.init_from_ckpt``; keys that all carry
 one prefix made of ``module.``/``model.``/``vae.``/``ae.`` lose it (the prefix is printed).
 float16/bfloat16 weights become float32 parameters. Reading ``.ckpt`` needs no torch and runs no
-pickled code (see :mod:`wfvae_jax.torch_io`).
+pickled code (see :mod:`wfvae_jax.io.torch_files`).
 
-The config: ``--config`` (a config.json or a name from ``wfvae_jax.config.NAMED_CONFIGS``), else
+The config: ``--config`` (a config.json or a name from ``core.config.NAMED_CONFIGS``), else
 the ``config.json`` next to the weights, else it is inferred from the state dict's names and
 shapes (:func:`infer_config_fields`; ``--config infer`` forces that). The inferred architecture
 is printed, and a given config that disagrees with it is an error listing every difference.
 What the weights cannot tell (``t_interpolation``; ``scale``/``shift``) comes from the released
 configs with a printed warning naming the flag (or command) that sets it.
-
-OUT_DIR must not exist or be empty; ``--force`` replaces an earlier conversion (an OUT_DIR that
-is a wfvae_jax checkpoint). The new checkpoint is written beside OUT_DIR and moved into place
-when complete, so an interrupted conversion leaves OUT_DIR as it was.
 
 Key mapping: our Flax modules mirror the reference's module tree, so a parameter path
 ``encoder/down1_1/conv1/kernel`` is the state-dict key ``encoder.down1.1.conv1.weight``; kernels are
@@ -35,21 +27,17 @@ values (the 0.3536 / 0.5 literals) and not stored, since ours are constants.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import shutil
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from wfvae_jax import checkpoint, wavelets
-from wfvae_jax.config import WFVAEConfig, get_config, level1_blocks
+from wfvae_jax.core import wavelets
+from wfvae_jax.core.config import WFVAEConfig, get_config, level1_blocks
+from wfvae_jax.io import checkpoint
 
 # MindSpeed-MM's WF-VAE spells its encoder input transform ``wavelet_tranform_in``.
 _WAVELET_KEY = re.compile(r"^(encoder|decoder)\.(inverse_)?wavelet_trans?form_\w+\.")
@@ -361,7 +349,7 @@ def torch_state_dict_to_params(
 def _read_state_dict(
     files: checkpoint.ReferenceFiles, use_ema: bool, report: Report
 ) -> dict[str, np.ndarray]:
-    from wfvae_jax import torch_io
+    from wfvae_jax.io import torch_files as torch_io
 
     weights = files.weights
     if weights.suffix.lower() in torch_io.TORCH_SUFFIXES:
@@ -411,7 +399,7 @@ def load_reference(
     """Reads a reference checkpoint (see the module docstring) -> (params, config).
 
     Args:
-      src: a reference directory or weights file (``wfvae_jax.checkpoint.locate_reference``).
+      src: a reference directory or weights file (``wfvae_jax.io.checkpoint.locate_reference``).
       config: a :class:`WFVAEConfig`, a config.json path, a named config, ``"infer"`` (ignore
         any config.json), or None (the config.json beside the weights, else inferred).
       use_ema: for training checkpoints, prefer ``ema_state_dict``.
@@ -459,121 +447,12 @@ def load_reference(
         report(
             "warning: scale/shift (latent normalisation) are not stored in the weights; the "
             "config gets the reference's placeholders (measure them with python -m "
-            "wfvae_jax.latent_stats --checkpoint OUT_DIR --write_config)"
+            "wfvae_jax.commands.latent_stats --checkpoint OUT_DIR --write_config)"
         )
         cfg = WFVAEConfig.from_dict({**inferred, **defaults})
     if t_interpolation is not None and t_interpolation != cfg.t_interpolation:
         cfg = cfg.replace(t_interpolation=t_interpolation)
     return torch_state_dict_to_params(sd, cfg), cfg
-
-
-# ---- command line -------------------------------------------------------------------------
-
-
-def check_out_dir(out: Path, force: bool) -> None:
-    """Raises unless ``out`` may receive a conversion (see the module docstring)."""
-    from wfvae_jax.cli_errors import UserError
-
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"OUT_DIR {out} exists and is not a directory", hint="choose another path")
-    contents = sorted(p.name for p in out.iterdir())
-    if not contents:
-        return
-    if not force:
-        raise UserError(
-            f"OUT_DIR {out} exists and is not empty ({', '.join(contents[:5])})",
-            hint="choose another OUT_DIR, or pass --force to replace it (its config.json, "
-            "including scale/shift written by latent_stats --write_config, is replaced)",
-        )
-    if not checkpoint.is_export_dir(out) or set(contents) - {
-        checkpoint.CONFIG_NAME,
-        checkpoint.EXPORT_PARAMS,
-        "latent_stats.json",
-    }:
-        raise UserError(
-            f"--force replaces only an earlier conversion (config.json + params/); "
-            f"{out} holds {contents[:5]}",
-            hint="choose another OUT_DIR",
-        )
-
-
-def write_atomically(out: Path, params: Any, config: WFVAEConfig) -> None:
-    """Writes the checkpoint to a hidden directory beside ``out``, then moves it into place
-    (replacing ``out``); on any failure or Ctrl-C the partial directory is removed."""
-    out = out.absolute()
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    try:
-        checkpoint.save_pretrained(tmp, params, config)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m wfvae_jax.convert",
-        description="Convert a PyTorch WF-VAE checkpoint to a wfvae_jax checkpoint directory.",
-    )
-    ap.add_argument(
-        "src", metavar="SRC", help="release dir, sharded/.safetensors, or training .ckpt/.pt/.bin"
-    )
-    ap.add_argument("dst", metavar="OUT_DIR", help="output directory (config.json + params/)")
-    ap.add_argument(
-        "--config",
-        default=None,
-        help="config.json, a named config, or 'infer' (default: the config.json beside SRC, "
-        "else inferred from the weights)",
-    )
-    ap.add_argument(
-        "--t_interpolation",
-        choices=("trilinear", "nearest"),
-        default=None,
-        help="decoder time upsampling; not stored in weights (default: the config's, else "
-        "trilinear as released)",
-    )
-    ap.add_argument(
-        "--no_ema",
-        "--no-ema",
-        dest="no_ema",
-        action="store_true",
-        help="take state_dict.gen_model, not ema_state_dict",
-    )
-    ap.add_argument("--force", action="store_true", help="replace an earlier conversion in OUT_DIR")
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command; raises the library's errors (run it through :func:`cli` for clean ones)."""
-    args = build_parser().parse_args(argv)
-    out = Path(args.dst)
-
-    def say(msg: str) -> None:
-        print(msg, file=sys.stderr)
-
-    check_out_dir(out, args.force)
-    params, config = load_reference(
-        args.src,
-        args.config,
-        use_ema=not args.no_ema,
-        t_interpolation=args.t_interpolation,
-        report=say,
-    )
-    write_atomically(out, params, config)
-    n = sum(np.size(v) for v in jax.tree.leaves(params))
-    say(f"converted {args.src} -> {out}: {n:,} parameters")
-    return 0
-
-
-def cli(argv: Sequence[str] | None = None) -> None:
-    """``python -m wfvae_jax.convert``: :func:`main` with one-line errors (exit 2), Ctrl-C 130."""
-    from wfvae_jax.cli_errors import run
-
-    run(main, argv, on_interrupt=lambda: "OUT_DIR was left as it was (it is written when complete)")
 
 
 def params_to_torch_state_dict(params: Any) -> dict[str, np.ndarray]:
@@ -589,7 +468,3 @@ def params_to_torch_state_dict(params: Any) -> dict[str, np.ndarray]:
             v = np.transpose(v, (v.ndim - 1, v.ndim - 2, *range(v.ndim - 2)))
         out[flax_path_to_torch_key(path)] = np.ascontiguousarray(v)
     return out
-
-
-if __name__ == "__main__":
-    cli()

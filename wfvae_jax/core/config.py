@@ -59,7 +59,7 @@ class WFVAEConfig:
 
     Note the reference's spelling ``l1_dowmsample_block``/``l2_dowmsample_block`` is kept so that a
     released config.json loads unchanged. ``scale``/``shift`` are the latent normalisation for
-    diffusion users (the reference ships 4-entry placeholders; ``python -m wfvae_jax.latent_stats``
+    diffusion users (the reference ships 4-entry placeholders; ``wfvae latent-stats``
     measures real per-channel values).
 
     Two temporal variants (``temporal_downsample``): 4 (the defaults; videos ``T = 1 + 4k``) and

@@ -569,7 +569,7 @@ class ClipSpec:
         """Checks ``num_frames`` against the model's rule (``config.check_num_frames``).
 
         Raises:
-          wfvae_jax.cli_errors.UserError: the message names the nearest valid count, the hint
+          wfvae_jax.errors.UserError: the message names the nearest valid count, the hint
             the flag to pass (a command-line error: exit 2).
         """
         if self.num_frames is None:
@@ -577,7 +577,7 @@ class ClipSpec:
         try:
             config.check_num_frames(self.num_frames, flag)
         except ValueError as e:
-            from wfvae_jax.cli_errors import UserError
+            from wfvae_jax.errors import UserError
 
             hint = f"pass {flag} {config.nearest_num_frames(self.num_frames)}"
             raise UserError(str(e), hint=hint) from e
@@ -588,14 +588,14 @@ class ClipSpec:
         """The clip of ``path``: float32 ``(T, H, W, 3)`` in [-1, 1] (:func:`read_video`).
 
         With the model's ``config``, a video too short for the clip raises
-        ``cli_errors.UserError`` whose hint names the largest ``--num_frames`` that fits;
+        ``wfvae_jax.errors.UserError`` whose hint names the largest ``--num_frames`` that fits;
         otherwise :class:`ClipTooShortError` (a ValueError).
         """
         if config is not None:
             try:
                 return self.read(path, rng)
             except ClipTooShortError as e:
-                from wfvae_jax.cli_errors import UserError
+                from wfvae_jax.errors import UserError
 
                 raise UserError(str(e), hint=e.hint(config)) from e
         return read_video(
@@ -660,9 +660,9 @@ def clip_spec_from_args(args: argparse.Namespace, **overrides: Any) -> ClipSpec:
     """The :class:`ClipSpec` of the flags :func:`add_clip_args` added.
 
     Raises:
-      wfvae_jax.cli_errors.UserError: a bad flag value, with a hint naming a valid one.
+      wfvae_jax.errors.UserError: a bad flag value, with a hint naming a valid one.
     """
-    from wfvae_jax.cli_errors import UserError
+    from wfvae_jax.errors import UserError
 
     try:
         resolution = parse_resolution(args.resolution)

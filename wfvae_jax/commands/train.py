@@ -3,7 +3,7 @@
 Flags (absl / ml_collections): ``--config configs/X.py[:ARG]`` (required), ``--workdir DIR``
 (required), ``--multihost``, any ``--config.FIELD=VALUE`` override, ``--debug`` (tracebacks).
 
-What a user sees (:mod:`wfvae_jax.cli_errors`):
+What a user sees (:mod:`wfvae_jax.commands.errors`):
   * a config or flag mistake, an unwritable workdir, training data that changed since the
     checkpoint: one ``error:`` line and a ``hint:`` line, exit 2, before anything is built;
   * a non-finite loss or a failed checkpoint write: one ``error:`` line naming the last good
@@ -22,7 +22,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from wfvae_jax.cli_errors import UserError, debug_enabled, run
+from wfvae_jax.commands.errors import run
+from wfvae_jax.errors import UserError, debug_enabled
 
 PROG = "python train.py"
 
@@ -97,7 +98,7 @@ def resume_command(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str]) -> int:
     """Runs training; returns the exit status (0 done, 1 stopped by a NaN or a disk fault,
-    130 Ctrl-C). Raises UserError for user mistakes (``wfvae_jax.cli_errors.run`` prints them)."""
+    130 Ctrl-C). Raises UserError for user mistakes (``commands.errors.run`` prints them)."""
     argv = list(argv)
     fv = _flags(argv)
     config = fv.config
@@ -110,7 +111,7 @@ def main(argv: Sequence[str]) -> int:
     if fv.multihost:
         # Reads the coordinator address, process count and id from the cluster environment
         # (TPU pods, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
-        from wfvae_jax import multihost
+        from wfvae_jax.inference import multihost
 
         multihost.initialize()
     from wfvae_jax.train import config_check
@@ -153,7 +154,7 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt as e:  # TrainingInterrupted in the loop, else while building
         if debug_enabled():
             raise
-        from wfvae_jax import checkpoint as layout
+        from wfvae_jax.io import checkpoint as layout
 
         if isinstance(e, TrainingInterrupted):
             at, last, path = f" at step {e.step}", e.last_good, e.path
@@ -190,7 +191,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def cli() -> None:
-    """Console entry point: ``main(sys.argv[1:])`` under :func:`wfvae_jax.cli_errors.run`."""
+    """Console entry point: ``main(sys.argv[1:])`` under :func:`wfvae_jax.commands.errors.run`."""
     run(main)
 
 

@@ -2,12 +2,12 @@
 
 Usage::
 
-    wfvae convert RELEASE_DIR OUT_DIR                     # python -m wfvae_jax.convert
-    wfvae reconstruct --checkpoint DIR --input VIDEO ...  # python -m wfvae_jax.recon_video
+    wfvae convert RELEASE_DIR OUT_DIR                     # python -m wfvae_jax convert
+    wfvae reconstruct --checkpoint DIR --input VIDEO ...  # python -m wfvae_jax reconstruct
     wfvae eval --checkpoint DIR --videos DIR ...          # python eval.py
     wfvae train --config configs/cpu_small.py ...         # python train.py
-    wfvae latent-stats --checkpoint DIR --videos DIR      # python -m wfvae_jax.latent_stats
-    wfvae analyze --checkpoint DIR --videos DIR           # python -m wfvae_jax.lc.frequency
+    wfvae latent-stats --checkpoint DIR --videos DIR # python -m wfvae_jax latent-stats
+    wfvae analyze --checkpoint DIR --videos DIR           # python -m wfvae_jax analyze
     wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax.encode_dataset
     wfvae bench causal_cache|throughput|... [ARGS]        # python benchmarks/NAME.py
 
@@ -15,7 +15,7 @@ Usage::
 module is imported only when it runs, so ``wfvae reconstruct`` needs only the
 inference install (``pip install .``) and a subcommand whose optional dependencies are missing
 fails with one ``error:`` line naming the extra to install. Errors follow
-:mod:`wfvae_jax.cli_errors` (``error:`` + ``hint:``, exit 2; ``--debug`` shows tracebacks).
+:mod:`wfvae_jax.commands.errors` (``error:`` + ``hint:``, exit 2; ``--debug`` shows tracebacks).
 """
 
 from __future__ import annotations
@@ -27,18 +27,29 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wfvae_jax.cli_errors import DEBUG_ENV, UserError, debug_enabled, missing_package_error, run
+from wfvae_jax.commands.errors import missing_package_error, run
+from wfvae_jax.errors import DEBUG_ENV, UserError, debug_enabled
 
 # name -> (module, function, one-line description, the pip extra its imports need)
 COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
-    "convert": ("wfvae_jax.convert", "main", "convert a PyTorch WF-VAE checkpoint", None),
-    "reconstruct": ("wfvae_jax.recon_video", "main", "encode + decode a video, PSNR/SSIM", None),
-    "eval": ("wfvae_jax.eval.cli", "main", "PSNR/SSIM/LPIPS/FVD over a video set", "eval"),
-    "train": ("wfvae_jax.cli", "train_main", "train or fine-tune (configs/*.py)", "train"),
-    "latent-stats": ("wfvae_jax.latent_stats", "main", "per-channel latent shift/scale", None),
-    "analyze": ("wfvae_jax.lc.frequency", "main", "latent frequency analysis (LC-VAE)", "eval"),
+    "convert": ("wfvae_jax.commands.convert", "main", "convert a PyTorch WF-VAE checkpoint", None),
+    "reconstruct": (
+        "wfvae_jax.commands.reconstruct",
+        "main",
+        "encode + decode a video, PSNR/SSIM",
+        None,
+    ),
+    "eval": ("wfvae_jax.commands.eval", "main", "PSNR/SSIM/LPIPS/FVD over a video set", "eval"),
+    "train": ("wfvae_jax.commands.cli", "train_main", "train or fine-tune (configs/*.py)", "train"),
+    "latent-stats": (
+        "wfvae_jax.commands.latent_stats",
+        "main",
+        "per-channel latent shift/scale",
+        None,
+    ),
+    "analyze": ("wfvae_jax.commands.analyze", "main", "latent frequency analysis (LC-VAE)", "eval"),
     "encode-dataset": ("wfvae_jax.encode_dataset", "main", "encode a video set to latents", None),
-    "bench": ("wfvae_jax.cli", "bench_main", "run a benchmark script (benchmarks/)", None),
+    "bench": ("wfvae_jax.commands.cli", "bench_main", "run a benchmark script (benchmarks/)", None),
 }
 
 
@@ -48,7 +59,7 @@ _FALLBACK = {
 }
 # Where the training command's main will live in the package; until then `wfvae train` runs the
 # checkout's train.py.
-TRAIN_MODULE = "wfvae_jax.train.cli"
+TRAIN_MODULE = "wfvae_jax.commands.train"
 
 
 def _usage() -> str:
@@ -118,7 +129,7 @@ def train_main(argv: Sequence[str]) -> Any:
         script = _checkout_path("train.py")
         if script is None:
             raise UserError(
-                "`wfvae train` is not available in this version (no wfvae_jax.train.cli, and no "
+                "`wfvae train` is not available in this version (no commands.train, and no "
                 "source checkout with train.py)",
                 hint=_FALLBACK["train"],
             ) from e

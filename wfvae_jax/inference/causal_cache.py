@@ -8,7 +8,7 @@ direct inference up to float rounding, for any ``T = 1 + d k`` (``d = temporal_d
 8 for the 8x8x8 variant).
 
 What each layer caches (Eq. 4: a causal conv with time kernel ``k`` and stride ``s`` needs the
-last ``k - s`` frames of its time-padded input; see ``wfvae_jax.layers``):
+last ``k - s`` frames of its time-padded input; see ``wfvae_jax.core.layers``):
 - ``CausalConv3d`` 3x3x3, stride 1: 2 frames; the 2x time downsampler (k 3, s 2): 1 frame;
   1x1x1 convs and the Haar transforms (k 2, s 2): none, but the forward Haar replicates and the
   inverse drops the first frame only in the first chunk.
@@ -41,10 +41,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from wfvae_jax import compile_options, sharding
-from wfvae_jax.config import WFVAEConfig
-from wfvae_jax.model import WFVAE
-from wfvae_jax.posterior import DiagonalGaussian
+from wfvae_jax.core import compile_options
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.core.model import WFVAE
+from wfvae_jax.core.posterior import DiagonalGaussian
+from wfvae_jax.inference import sharding
 
 # Incremented each time a chunk step is traced; tests use it to check compile-once behaviour.
 TRACE_COUNT = {"encode": 0, "decode": 0}
@@ -117,7 +118,7 @@ def encode_chunked(
       video: ``(B, T, H, W, 3)``, ``T = 1 + d k`` with ``d = config.temporal_downsample``
         (validated by ``wfvae_jax.encode``).
       t_chunk: video frames per chunk after the first frame, a multiple of ``d``.
-      mesh: an Auto-axes mesh from ``wfvae_jax.sharding`` (inputs already placed), or None.
+      mesh: an Auto-axes mesh from ``inference.sharding`` (inputs already placed), or None.
     Raises:
       ValueError: groupnorm config, or ``t_chunk`` not a positive multiple of ``d``.
     """

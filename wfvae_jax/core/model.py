@@ -13,7 +13,7 @@ or 24 (3D Haar, d = 8):
   decoder: the mirror; the energy-flow outflows are inverse wavelets added into the next level.
 The 8x variant is the reference's (Open-Sora Plan v1.5's WF-VAE-M), not in the paper: level 1's
 downsampler/upsampler halve/double time too and its energy flow is a 3D Haar of LLL (``C1`` 24).
-Every module returns its Causal Cache (see ``wfvae_jax.layers``).
+Every module returns its Causal Cache (see ``wfvae_jax.core.layers``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from wfvae_jax import compile_options, wavelets
-from wfvae_jax.config import WFVAEConfig
-from wfvae_jax.layers import (
+from wfvae_jax.core import compile_options, wavelets
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.core.layers import (
     AttnBlock3DFix,
     CausalConv3d,
     Conv2d,
@@ -41,7 +41,7 @@ from wfvae_jax.layers import (
     Upsample,
     swish,
 )
-from wfvae_jax.posterior import DiagonalGaussian
+from wfvae_jax.core.posterior import DiagonalGaussian
 
 Cache = Any
 SCALE3D = wavelets.REFERENCE_SCALE_3D
@@ -283,7 +283,7 @@ class WFVAE(nn.Module):
 
     ``__call__(x)`` is the training forward pass (reference ``WFVAEModel.forward``); use
     :meth:`encode` / :meth:`decode` through ``apply(..., method=...)`` for inference, or the
-    functional API in ``wfvae_jax.api``.
+    functional API in ``wfvae_jax.inference.api``.
     """
 
     config: WFVAEConfig

@@ -25,7 +25,7 @@ Usage::
 
     wfvae latent-stats --checkpoint CONVERTED --videos DIR \
         [--num_frames 33 --resolution 256 --max_videos 1000] [--write_config]
-    python -m wfvae_jax.latent_stats ...      # the same
+    python -m wfvae_jax latent-stats ...      # the same
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from wfvae_jax.config import WFVAEConfig
+from wfvae_jax.core.config import WFVAEConfig
 
 
 class ChannelMoments:
@@ -107,7 +107,7 @@ def compute_latent_stats(
       clips: iterable of ``wfvae_jax.eval.clips.EvalClip`` (or anything with ``.video``,
         float32 ``(T, H, W, 3)`` in [-1, 1], all one shape).
       batch_size: clips per encoder call (a short last batch is padded, not counted twice).
-      dtype: encoder compute dtype (``wfvae_jax.api.parse_dtype``).
+      dtype: encoder compute dtype (``wfvae_jax.inference.api.parse_dtype``).
       t_chunk: Causal Cache chunk in video frames (a multiple of the model's
         ``temporal_downsample``); 0: direct; None: ``wfvae_jax.auto_t_chunk``.
       sample: use posterior samples (``seed``-determined) instead of posterior means.
@@ -117,7 +117,7 @@ def compute_latent_stats(
     Raises:
       ValueError: no clip, a channel with zero spread, or encoder input errors.
     """
-    from wfvae_jax.api import encode
+    from wfvae_jax.inference.api import encode
 
     moments = ChannelMoments(config.latent_dim)
     key = jax.random.key(seed)
@@ -175,7 +175,7 @@ def write_config_stats(checkpoint_dir: str | os.PathLike, stats: dict[str, Any])
       FileNotFoundError: no config.json there.
       ValueError: scale/shift lengths differ from the config's ``latent_dim``.
     """
-    from wfvae_jax.checkpoint import CONFIG_NAME
+    from wfvae_jax.io.checkpoint import CONFIG_NAME
 
     path = os.path.join(os.fspath(checkpoint_dir), CONFIG_NAME)
     if not os.path.isfile(path):
@@ -197,20 +197,20 @@ def write_config_stats(checkpoint_dir: str | os.PathLike, stats: dict[str, Any])
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``wfvae latent-stats``; prints and writes the statistics; returns them.
 
-    Raises (printed as one ``error:`` line by ``cli_errors.run``): UserError, ValueError,
+    Raises (printed as one ``error:`` line by ``commands.errors.run``): UserError, ValueError,
     FileNotFoundError for bad flags, a missing model or video folder.
     """
-    from wfvae_jax import video_io
-    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
-    from wfvae_jax.checkpoint import load_model
-    from wfvae_jax.cli_errors import UserError
-    from wfvae_jax.eval.cli import (
+    from wfvae_jax.commands.eval import (
         HelpFormatter,
         add_data_args,
         add_model_args,
         clip_settings,
         clips_from_args,
     )
+    from wfvae_jax.errors import UserError
+    from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
+    from wfvae_jax.io import video as video_io
+    from wfvae_jax.io.checkpoint import load_model
 
     parser = argparse.ArgumentParser(
         description="Per-channel mean/std of WF-VAE latents over a dataset; shift = mean, "
@@ -276,6 +276,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from wfvae_jax.cli_errors import run
+    from wfvae_jax.commands.errors import run
 
     run(main)

@@ -6,17 +6,15 @@ Usage::
         [--num_frames 33] [--resolution 256 | HxW | native] [--crop center|none] \
         [--frame_stride 1] [--start 0] [--t_chunk auto|0|16] [--dtype float32|bfloat16]
     python -m wfvae_jax reconstruct ...        # the same, without the console script
-    python -m wfvae_jax.recon_video ...        # the same (named after the reference's script)
-    python -m wfvae_jax.reconstruct ...        # the earlier spelling, still accepted
 
 Reads ``num_frames`` (``1 + 4k``; ``1 + 8k`` for 8x models) frames at ``frame_stride``, resized and
-cropped as ``wfvae_jax.video_io.ClipSpec`` says (the log states what the crop keeps), reconstructs
+cropped as ``wfvae_jax.io.video.ClipSpec`` says (the log states what the crop keeps), reconstructs
 them with ``wfvae_jax.reconstruct`` (posterior mode; an LC-VAE checkpoint's compression is applied)
 and writes OUT.mp4 at the source frame rate divided by ``frame_stride``, OUT.png (rows: input |
 reconstruction | 4x absolute error) and OUT.json (metrics, geometry and timings); prints PSNR/SSIM
 and the wall time of the first call (compilation included) and a second, steady-state call.
 PSNR/SSIM run in chunks of frames, so the peak memory is the model's. ``--t_chunk`` is the Causal
-Cache chunk in video frames; by default long clips are chunked (``wfvae_jax.api.auto_t_chunk``),
+Cache chunk in video frames; by default long clips are chunked (``inference.api.auto_t_chunk``),
 ``--t_chunk 0`` runs the whole clip at once.
 """
 
@@ -33,9 +31,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from wfvae_jax import sharding, video_io
-from wfvae_jax.cli_errors import UserError
-from wfvae_jax.video_io import ClipSpec
+from wfvae_jax.errors import UserError
+from wfvae_jax.inference import sharding
+from wfvae_jax.io import video as video_io
+from wfvae_jax.io.video import ClipSpec
 
 
 def _timed(fn, *args):
@@ -75,11 +74,11 @@ def reconstruct_file(
     Args:
       checkpoint: converted/exported checkpoint directory (``wfvae_jax.load_pretrained``).
       input_path: a video file; output: the .mp4 to write (``.png``/``.json`` beside it).
-      spec: frames and geometry (:class:`wfvae_jax.video_io.ClipSpec`).
+      spec: frames and geometry (:class:`wfvae_jax.io.video.ClipSpec`).
       t_chunk: Causal Cache chunk in video frames, or ``None``.
       dtype: compute dtype name.
       log: ``print``-like callable for progress lines (default: stderr).
-      mesh: ``"data=D,space=S"`` (``wfvae_jax.sharding``): split the video's height over S
+      mesh: ``"data=D,space=S"`` (``wfvae_jax.inference.sharding``): split the video's height over S
         devices; ``None``: one device.
     Raises:
       FileNotFoundError: no such input or checkpoint.
@@ -87,7 +86,7 @@ def reconstruct_file(
         model cannot take (the message names the nearest valid value).
     """
     import wfvae_jax
-    from wfvae_jax.checkpoint import load_lc_settings
+    from wfvae_jax.io.checkpoint import load_lc_settings
     from wfvae_jax.metrics import psnr, ssim
 
     log = log or (lambda *a: print(*a, file=sys.stderr))
@@ -163,7 +162,7 @@ def reconstruct_file(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
+    from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
 
     ap = argparse.ArgumentParser(description="Encode and decode a real video with WF-VAE.")
     ap.add_argument("--checkpoint", required=True, help="converted checkpoint directory")
@@ -177,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``wfvae reconstruct``; raises user errors (``cli_errors.run`` prints them)."""
+    """``wfvae reconstruct``; raises user errors (``wfvae_jax.commands.errors.run`` prints them)."""
     a = build_parser().parse_args(argv)
     spec = video_io.clip_spec_from_args(a)
     r = reconstruct_file(a.checkpoint, a.input, a.output, spec, a.t_chunk, a.dtype, mesh=a.mesh)
@@ -190,6 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from wfvae_jax.cli_errors import run
+    from wfvae_jax.commands.errors import run
 
     run(main)

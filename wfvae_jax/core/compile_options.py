@@ -12,7 +12,7 @@ The options are chosen per backend at call time (not at import: asking for the b
 import would initialise it before a multi-host job's ``jax.distributed.initialize``). GPU and
 TPU get none. Under an outer ``jax.jit`` (a training step) only the outer function's options
 apply. To compare or to opt out, edit :data:`CPU` before the first call, e.g.
-``wfvae_jax.compile_options.CPU.clear()`` restores XLA's defaults.
+``wfvae_jax.core.compile_options.CPU.clear()`` restores XLA's defaults.
 
 Compiles also leave their freed working memory (LLVM's, XLA's passes') in glibc's arenas, where
 RSS keeps counting it until the process ends: WF-VAE-S chunked decode of 33x128^2 held ~600 MiB

@@ -2,7 +2,7 @@
 
 Layouts (:class:`Layout`, told apart by :func:`detect_layout`)::
 
-    EXPORT     ours: written by ``python -m wfvae_jax.convert`` and train.py's export
+    EXPORT     ours: written by ``wfvae convert`` and train.py's export
       DIR/config.json        the WFVAEConfig (the reference's field names); an exported
                              LC-VAE also has an "lc" entry, its wfvae_jax.lc.LCSettings
       DIR/params/            the float32 parameters, one NumPy ``.npy`` file per array at
@@ -26,8 +26,8 @@ Layouts (:class:`Layout`, told apart by :func:`detect_layout`)::
       FILE.safetensors | FILE.safetensors.index.json | FILE.ckpt|.pt|.pth|.bin  (config.json
       next to it, if any); .ckpt from the reference's train_ddp.py, Open-Sora Plan, MindSpeed-MM
 
-File formats (torch zip, safetensors, sharded safetensors) are read by :mod:`wfvae_jax.torch_io`;
-the key names inside a reference state dict are the converter's (:mod:`wfvae_jax.convert`).
+File formats (torch zip, safetensors, sharded safetensors) are read by :mod:`.torch_files`;
+the key names inside a reference state dict are the converter's (:mod:`wfvae_jax.io.convert`).
 """
 
 from __future__ import annotations
@@ -43,12 +43,16 @@ import numpy as np
 
 # orbax (and tensorstore, ~30 MiB of RSS) is imported by the functions that read or write its
 # trees, so that `import wfvae_jax` and loading an EXPORT do without it.
-from wfvae_jax.config import WFVAEConfig
-from wfvae_jax.torch_io import SAFETENSORS_INDEX_SUFFIX, SAFETENSORS_SUFFIX, TORCH_SUFFIXES
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.io.torch_files import (
+    SAFETENSORS_INDEX_SUFFIX,
+    SAFETENSORS_SUFFIX,
+    TORCH_SUFFIXES,
+    reference_weights,
+)
 
 CONFIG_NAME = "config.json"  # the config file of EXPORT and REFERENCE directories
 EXPORT_PARAMS = "params"
-RELEASE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 WORKDIR_CHECKPOINTS = "checkpoints"
 WORKDIR_EXPORT = "export"
 STATE_ITEM, DATA_ITEM, META_ITEM = "state", "data", "meta"
@@ -93,7 +97,7 @@ def detect_layout(path: str | os.PathLike) -> Layout:
 def param_template(config: WFVAEConfig) -> Any:
     """The parameter pytree of ``config`` as ``jax.ShapeDtypeStruct`` leaves (float32, nothing
     computed): the target that checkpoints are restored into and checked against."""
-    from wfvae_jax.model import init_params
+    from wfvae_jax.core.model import init_params
 
     return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
 
@@ -246,7 +250,7 @@ def _check_part(part: str | None) -> None:
 
 
 def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[Any, WFVAEConfig]:
-    """Loads an EXPORT directory (:func:`save_pretrained`, ``python -m wfvae_jax.convert``).
+    """Loads an EXPORT directory (:func:`save_pretrained`, ``wfvae convert``).
 
     Args:
       path: the EXPORT directory.
@@ -274,11 +278,11 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
     if layout is not Layout.EXPORT:
         if layout is Layout.WORKDIR:
             hint = (
-                f" It is a training workdir: load it with wfvae_jax.checkpoint."
+                f" It is a training workdir: load it with wfvae_jax.io.checkpoint."
                 f"load_train_checkpoint, or use its export {path / WORKDIR_EXPORT}"
             )
         else:
-            hint = f" If it is a PyTorch checkpoint: python -m wfvae_jax.convert {path} OUT_DIR"
+            hint = f" If it is a PyTorch checkpoint: wfvae convert {path} OUT_DIR"
         raise FileNotFoundError(
             f"{path} is not a wfvae_jax checkpoint ({CONFIG_NAME} + {EXPORT_PARAMS}/).{hint}"
         )
@@ -517,49 +521,6 @@ class ReferenceFiles(NamedTuple):
     config: Path | None
 
 
-def _index_shards(index: Path) -> set[str]:
-    try:
-        return set(json.loads(index.read_text())["weight_map"].values())
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-        return set()  # a broken index is reported when it is read
-
-
-def reference_weights(directory: str | os.PathLike) -> Path:
-    """The one weights file of a REFERENCE directory (see the module docstring).
-
-    Candidates: ``diffusion_pytorch_model*.safetensors`` (not shards listed by an index),
-    ``*.safetensors.index.json``, and ``*.ckpt``/``*.pt``/``*.pth``/``*.bin``. Other files
-    (e.g. ``vectors.safetensors``) are not weights.
-
-    Raises:
-      FileNotFoundError: no candidate (the message lists the directory's files).
-      ValueError: several candidates (named; never a silent pick: pass the one file instead).
-    """
-    d = Path(directory)
-    files = sorted(p for p in d.iterdir() if p.is_file())
-    indexes = [p for p in files if p.name.endswith(SAFETENSORS_INDEX_SUFFIX)]
-    shards = set().union(*(_index_shards(p) for p in indexes)) if indexes else set()
-    stem = RELEASE_WEIGHTS.removesuffix(SAFETENSORS_SUFFIX)
-    safetensors = [
-        p
-        for p in files
-        if p.name.startswith(stem) and p.name.endswith(SAFETENSORS_SUFFIX) and p.name not in shards
-    ]
-    torch_files = [p for p in files if p.suffix.lower() in TORCH_SUFFIXES]
-    candidates = indexes + safetensors + torch_files
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise FileNotFoundError(
-            f"no weights in {d}: expected {RELEASE_WEIGHTS}, a *{SAFETENSORS_INDEX_SUFFIX}, or "
-            f"one *{'/*'.join(TORCH_SUFFIXES)} file; found {[p.name for p in files]}"
-        )
-    raise ValueError(
-        f"{d} holds {len(candidates)} candidate weight files {[p.name for p in candidates]}; "
-        "pass the one to convert as SRC"
-    )
-
-
 def locate_reference(src: str | os.PathLike) -> ReferenceFiles:
     """The weights file and config of a REFERENCE ``src`` (a directory or a weights file).
 
@@ -578,7 +539,7 @@ def locate_reference(src: str | os.PathLike) -> ReferenceFiles:
     if layout is Layout.WORKDIR:
         raise ValueError(
             f"{p} is a {layout.value}, not a PyTorch checkpoint: load it with "
-            f"wfvae_jax.checkpoint.load_train_checkpoint, or use {p / WORKDIR_EXPORT}"
+            f"wfvae_jax.io.checkpoint.load_train_checkpoint, or use {p / WORKDIR_EXPORT}"
         )
     weights = reference_weights(p) if p.is_dir() else p
     name = weights.name.lower()

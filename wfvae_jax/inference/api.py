@@ -2,7 +2,7 @@
 
 Both are jit-compiled per (config, dtype, shape), run in float32 or bfloat16 (parameters stay
 float32 and are cast per layer; norms and softmax compute in float32), and validate their input.
-Causal Cache chunked inference (``wfvae_jax.causal_cache``) gives the same result on bounded
+Causal Cache chunked inference (``inference.causal_cache``) gives the same result on bounded
 memory; by default (``t_chunk=None``) a long clip is chunked on its own (:func:`auto_t_chunk`, the
 one rule), ``t_chunk=0`` forces direct inference. :func:`reconstruct` (encode, posterior mode,
 decode) is the one reconstruction the tools share (``wfvae reconstruct``, ``eval.py``, training
@@ -20,17 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wfvae_jax import compile_options, sharding
-from wfvae_jax.config import WFVAEConfig, nearest_valid_num_frames  # noqa: F401 (re-export)
-from wfvae_jax.model import WFVAE
-from wfvae_jax.posterior import DiagonalGaussian
+from wfvae_jax.core import compile_options
+from wfvae_jax.core.config import WFVAEConfig, nearest_valid_num_frames  # noqa: F401 (re-export)
+from wfvae_jax.core.model import WFVAE
+from wfvae_jax.core.posterior import DiagonalGaussian
+from wfvae_jax.inference import sharding
 
 Params = Any
 
 # Video values beyond [-1, 1] by more than this are an input error (0-255 frames, say); the slack
 # admits rounding in the caller's resizing and dtype casts.
 VIDEO_RANGE_TOL = 1e-2
-_UINT8_HINT = "for uint8 / 0-255 frames use x / 127.5 - 1 (wfvae_jax.video_io.to_float)"
+_UINT8_HINT = "for uint8 / 0-255 frames use x / 127.5 - 1 (wfvae_jax.io.video.to_float)"
 
 
 def _value_stats(x: Any) -> tuple[bool, float, float] | None:
@@ -148,7 +149,7 @@ AUTO_CHUNK_PIXELS = 16 * 256 * 256
 T_CHUNK_HELP = (
     "Causal Cache chunk in video frames (a multiple of the model's temporal downsampling, 4 or "
     "8); 0 = direct (the whole clip at once); default: auto, chunks of about 16 frames at "
-    "256x256 (64 at 128x128, 4 at 512x512) when the clip is longer (wfvae_jax.api.auto_t_chunk)"
+    "256x256 (64 at 128x128, 4 at 512x512) when the clip is longer (wfvae_jax.auto_t_chunk)"
 )
 
 
@@ -258,7 +259,7 @@ def encode(
       return_taps: also return the encoder's ``(W2, W3)`` coefficients; implies direct
         inference (an error with ``t_chunk > 0``).
       mesh: a ``jax.sharding.Mesh`` with axes ``"data"`` (batch) and/or ``"space"`` (height):
-        the video, every activation and the result are split over it (``wfvae_jax.sharding``);
+        the video, every activation and the result are split over it (``inference.sharding``);
         same result as one device. ``None``: the default device.
     Returns:
       :class:`DiagonalGaussian` with ``mean``/``logvar`` ``(B, 1 + k, H/8, W/8, latent_dim)``
@@ -277,7 +278,7 @@ def encode(
     if mesh is not None:
         mesh, params, video = sharding.place(params, video, mesh, "video", 8)
     if t_chunk is not None:
-        from wfvae_jax.causal_cache import encode_chunked
+        from wfvae_jax.inference.causal_cache import encode_chunked
 
         return encode_chunked(params, video, config, t_chunk, dtype=dtype, mesh=mesh)
     post, taps = _encode(params, jnp.asarray(video), config, dtype, mesh)
@@ -323,7 +324,7 @@ def decode(
     if mesh is not None:
         mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is not None:
-        from wfvae_jax.causal_cache import decode_chunked
+        from wfvae_jax.inference.causal_cache import decode_chunked
 
         return decode_chunked(params, z, config, t_chunk, dtype=dtype, mesh=mesh)
     dec, taps = _decode(params, jnp.asarray(z), config, dtype, mesh)
@@ -403,7 +404,7 @@ def lower_encode(
         mesh, params, video = sharding.place(params, video, mesh, "video", 8)
     if t_chunk is None:
         return _encode.lower(params, video, config, dtype, mesh)
-    from wfvae_jax import causal_cache
+    from wfvae_jax.inference import causal_cache
 
     causal_cache._check(config, t_chunk, config.temporal_downsample, "encoder")
     return causal_cache._encode_chunked.lower(params, video, config, t_chunk, dtype, mesh)
@@ -428,7 +429,7 @@ def lower_decode(
         mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is None:
         return _decode.lower(params, z, config, dtype, mesh)
-    from wfvae_jax import causal_cache
+    from wfvae_jax.inference import causal_cache
 
     causal_cache._check(config, t_chunk, 1, "decoder")
     return causal_cache._decode_chunked.lower(params, z, config, t_chunk, dtype, mesh)

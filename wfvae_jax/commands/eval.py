@@ -1,5 +1,5 @@
 """Command line of ``python eval.py`` / ``wfvae eval`` (and the model/data flags of
-``latent_stats``). User errors print as one ``error:`` line (``wfvae_jax.cli_errors``)."""
+``latent_stats``). User errors print as one ``error:`` line (``wfvae_jax.commands.errors``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from wfvae_jax import video_io
-from wfvae_jax.cli_errors import UserError, rename_flags
+from wfvae_jax.commands.errors import rename_flags
+from wfvae_jax.errors import UserError
 from wfvae_jax.eval.clips import FolderClips, TfdsClips
-from wfvae_jax.video_io import DEFAULT_FPS
+from wfvae_jax.io import video as video_io
+from wfvae_jax.io.video import DEFAULT_FPS
 
 # Old flag names (still accepted, with a warning).
 RENAMED_FLAGS = {"--blockwise": "--causal_cache"}
@@ -31,7 +32,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint DIR`` | ``--workdir DIR`` [``--no-ema``] [``--step N``]."""
     g = parser.add_argument_group("model (one of)")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="converted checkpoint dir (python -m wfvae_jax.convert)")
+    src.add_argument("--checkpoint", help="converted checkpoint dir (wfvae convert)")
     src.add_argument("--workdir", help="training workdir (train.py): its latest checkpoint")
     g.add_argument(
         "--no_ema",
@@ -103,7 +104,7 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
     ``lc_settings`` are the LC-VAE settings a checkpoint carries (``None`` for WF-VAE).
     Raises FileNotFoundError / ValueError (user errors) from the loaders.
     """
-    from wfvae_jax.checkpoint import load_model, load_model_lc_settings
+    from wfvae_jax.io.checkpoint import load_model, load_model_lc_settings
 
     params, config, description = load_model(
         args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step
@@ -113,7 +114,7 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
+    from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
 
     parser = argparse.ArgumentParser(
         description="Reconstruction metrics of a WF-VAE (PSNR, SSIM, LPIPS-alex, FVD) as in the "
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run Causal Cache inference (chunks of --t_chunk, default 8) on the same clips "
         "and report direct vs chunked (Table 5); --blockwise is an old name for it",
     )
-    from wfvae_jax import sharding
+    from wfvae_jax.inference import sharding
 
     sharding.add_mesh_arg(g)
     g = parser.add_argument_group("metrics")
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the evaluation; prints the markdown report; returns the results dict.
 
-    Raises (printed as one ``error:`` line by ``cli_errors.run``): UserError, ValueError,
+    Raises (printed as one ``error:`` line by ``commands.errors.run``): UserError, ValueError,
     FileNotFoundError for bad flags, a missing model or video folder.
     """
     from wfvae_jax.eval.pipeline import EvalOptions, evaluate
@@ -211,6 +212,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from wfvae_jax.cli_errors import run
+    from wfvae_jax.commands.errors import run
 
     run(main)

@@ -3,7 +3,7 @@
 Usage (after a model exists)::
 
     wfvae analyze --checkpoint DIR --videos DIR --out OUT [--num_frames 65 --levels 0,2]
-    python -m wfvae_jax.lc.frequency ...     # the same
+    python -m wfvae_jax analyze ...     # the same
 
 writes ``OUT/latent_frequency.json`` and, per Multi-WT depth L in ``--levels``,
 ``OUT/energy_share_L{L}.png``, ``OUT/channel_energy_L{L}.png`` and ``OUT/lag1_L{L}.png``.
@@ -279,8 +279,8 @@ _RENAMED_FLAGS = {
 
 
 def _find_videos(root: Path, limit: int) -> list[Path]:
-    from wfvae_jax.cli_errors import UserError
     from wfvae_jax.data.sources import find_videos
+    from wfvae_jax.errors import UserError
 
     if not root.is_dir():
         raise UserError(f"--videos {root} is not a directory", hint="pass a folder of videos")
@@ -301,8 +301,8 @@ def _parse_levels(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wfvae_jax import video_io
-    from wfvae_jax.api import DTYPES, T_CHUNK_HELP
+    from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
+    from wfvae_jax.io import video as video_io
 
     p = argparse.ArgumentParser(
         prog="wfvae analyze",
@@ -324,18 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """CLI: encode videos with a checkpoint, write JSON + PNG statistics; returns the JSON dict.
 
-    Raises (printed as one ``error:`` line by ``cli_errors.run``): UserError / ValueError /
+    Raises (printed as one ``error:`` line by ``commands.errors.run``): UserError / ValueError /
     FileNotFoundError for bad flags, a missing checkpoint or videos, or clips the levels cannot
     split.
     """
-    from wfvae_jax.cli_errors import rename_flags
+    from wfvae_jax.commands.errors import rename_flags
 
     args = build_parser().parse_args(
         rename_flags(sys.argv[1:] if argv is None else argv, _RENAMED_FLAGS)
     )
 
     import wfvae_jax
-    from wfvae_jax import video_io
+    from wfvae_jax.io import video as video_io
 
     # The Multi-WT halves the latent's H and W once more: sizes are multiples of 16.
     spec = video_io.clip_spec_from_args(args, multiple=16)
@@ -371,6 +371,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from wfvae_jax.cli_errors import run
+    from wfvae_jax.commands.errors import run
 
     run(main)

@@ -1,0 +1,1 @@
+"""The ``wfvae`` command and every subcommand's parser and ``main``; error reporting."""

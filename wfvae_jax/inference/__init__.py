@@ -1,0 +1,1 @@
+"""Inference: jitted encode/decode (``api``), Causal Cache chunking, device meshes and sharding."""
