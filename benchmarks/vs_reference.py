@@ -331,7 +331,7 @@ def prepare(args: argparse.Namespace) -> dict[str, dict[str, str]]:
         # An export from before the .npy layout would load through orbax: convert again.
         if not checkpoint.is_export_dir(ours_dir) or checkpoint.is_orbax_export(ours_dir):
             log(f"{MODELS[model]}: wfvae convert -> {ours_dir}")
-            cmd = [sys.executable, "-m", "wfvae_jax.io.convert", ref_dir, ours_dir, "--force"]
+            cmd = [sys.executable, "-m", "wfvae_jax", "convert", ref_dir, ours_dir, "--force"]
             p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             if p.returncode:
                 raise RuntimeError(f"conversion failed: {p.stderr[-1500:]}")
