@@ -14,7 +14,8 @@ chunked peak <= 0.35x direct at T=129, chunked warm time <= 1.3x direct.
 Usage::
 
     python benchmarks/causal_cache.py --quick                  # 64x64, T = 17, 33, ~minutes
-    nice -n 10 python benchmarks/causal_cache.py --out benchmarks/results/causal_cache_256.json
+    nice -n 10 python benchmarks/causal_cache.py --size 128 --frames 17,33,65,129 --warm-runs 2 \\
+        --warm-budget 200 --out benchmarks/results/causal_cache_128.json
     python benchmarks/causal_cache.py --size 128 --frames 17,33,65,129 --enc-chunk 16 --dec-chunk 4
 """
 

@@ -23,7 +23,9 @@ posterior mean; decode: the video) are saved and compared: the max abs differenc
 compute the same function on these weights. Ratios: speed = reference warm / ours warm (> 1:
 ours is faster), memory = ours peak / reference peak (< 1: ours is lighter).
 
-Writes ``benchmarks/results/vs_reference_<tag>.json`` (``--out``) and prints a markdown table.
+Prints a markdown table and writes ``benchmarks/results/vs_reference_S.json`` (the WF-VAE-S set;
+``vs_reference_S_L.json`` with ``--with_l``, ``vs_reference_quick.json`` with ``--quick``, a
+``_partial`` suffix with ``--only``; or ``--out``): one current file per set.
 ``--quick`` is a smoke run (the tiny config, 17x32x32, 1 warm call; a minute or two). The full
 WF-VAE-S set (10 configurations, 20 processes) takes about 25-30 min on a 2-core CPU; run it on a
 quiet machine.
@@ -107,6 +109,13 @@ def parse_chunks(text: str) -> tuple[int, int] | None:
     return enc, dec
 
 
+def default_tag(args: argparse.Namespace) -> str:
+    """The default ``--out`` name's tag: one current file per set (``S``, ``S_L`` with
+    ``--with_l``, ``quick``), ``_partial`` when ``--only`` picks part of it."""
+    tag = "quick" if args.quick else "S_L" if args.with_l else "S"
+    return tag + ("_partial" if args.only else "")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", help="root of a PKU-YuanGroup/WF-VAE checkout (required)")
@@ -156,8 +165,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not os.path.isfile(args.torch_python) or not os.access(args.torch_python, os.X_OK):
         p.error(f"--torch_python {args.torch_python!r} is not an executable")
     if args.out is None:
-        tag = "quick" if args.quick else time.strftime("%Y%m%d_%H%M")
-        args.out = os.path.join(HERE, "results", f"vs_reference_{tag}.json")
+        args.out = os.path.join(HERE, "results", f"vs_reference_{default_tag(args)}.json")
     return args
 
 
