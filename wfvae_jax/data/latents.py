@@ -57,7 +57,7 @@ import numpy as np
 from flax import serialization
 
 from wfvae_jax.core.config import WFVAEConfig
-from wfvae_jax.core.latents import latent_scale_shift, normalize_latents
+from wfvae_jax.core.latents import WRITE_CONFIG_COMMAND, latent_scale_shift, normalize_latents
 
 FORMAT = "wfvae_jax.latents"
 VERSION = 1
@@ -291,8 +291,11 @@ class LatentSource:
                 "command to complete it (finished shards are kept)"
             )
         self.manifest = manifest
-        self.scale = np.asarray(manifest["scale"], np.float32)
-        self.shift = np.asarray(manifest["shift"], np.float32)
+        # None: encoded with a config that had no per-channel statistics (see ``config``).
+        stats = (manifest.get("scale"), manifest.get("shift"))
+        self.scale, self.shift = (
+            (None, None) if None in stats else (np.asarray(s, np.float32) for s in stats)
+        )
         self.latent_shape = tuple(manifest["latent_shape"])
         self.store = manifest["spec"]["encode"]["store"]
         self._paths = [
@@ -316,7 +319,18 @@ class LatentSource:
 
     @property
     def config(self) -> WFVAEConfig:
-        """The encoder's :class:`WFVAEConfig` with the manifest's ``scale``/``shift``."""
+        """The encoder's :class:`WFVAEConfig` with the manifest's ``scale``/``shift``.
+
+        Raises:
+          ValueError: the manifest records no statistics (``null``), naming
+            ``wfvae latent-stats --write_config`` and ``sample_transform(config=...)``.
+        """
+        if self.scale is None:
+            raise ValueError(
+                f"{self.out} records no per-channel latent statistics; measure them with "
+                f"`{WRITE_CONFIG_COMMAND}` and pass that checkpoint's config: "
+                "sample_transform(config=wfvae_jax.load_pretrained(DIR)[1])"
+            )
         return WFVAEConfig.from_dict(
             {**self.manifest["model_config"], "scale": self.scale, "shift": self.shift}
         )
