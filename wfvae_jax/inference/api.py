@@ -32,6 +32,11 @@ Params = Any
 # admits rounding in the caller's resizing and dtype casts.
 VIDEO_RANGE_TOL = 1e-2
 _UINT8_HINT = "for uint8 / 0-255 frames use x / 127.5 - 1 (wfvae_jax.io.video.to_float)"
+# A 4-D input is one clip without its batch axis; under jax.vmap every mapped clip is one.
+_BATCH_HINT = (
+    "add a batch axis: {x}[None]; under jax.vmap over clips, call it on {x}[None] and take "
+    "[0] of the result"
+)
 
 
 def _value_stats(x: Any) -> tuple[bool, float, float] | None:
@@ -100,7 +105,7 @@ def validate_video(video: Any, config: WFVAEConfig | None = None) -> None:
     """
     shape = tuple(np.shape(video))
     if len(shape) != 5:
-        hint = " (add a batch axis: video[None])" if len(shape) == 4 else ""
+        hint = f" ({_BATCH_HINT.format(x='video')})" if len(shape) == 4 else ""
         raise ValueError(f"video must be (B, T, H, W, 3) channels-last, got shape {shape}{hint}")
     b, t, h, w, c = shape
     if c != 3:
@@ -131,7 +136,10 @@ def validate_latent(z: Any, config: WFVAEConfig) -> None:
     """Checks a latent ``(B, t, h, w, latent_dim)`` for :func:`decode`; raises ValueError."""
     shape = tuple(np.shape(z))
     if len(shape) != 5:
-        raise ValueError(f"latent must be (B, t, h, w, {config.latent_dim}), got shape {shape}")
+        hint = f" ({_BATCH_HINT.format(x='z')})" if len(shape) == 4 else ""
+        raise ValueError(
+            f"latent must be (B, t, h, w, {config.latent_dim}), got shape {shape}{hint}"
+        )
     if shape[-1] != config.latent_dim:
         raise ValueError(
             f"latent has {shape[-1]} channels but the config's latent_dim is {config.latent_dim}"
@@ -243,6 +251,9 @@ def encode(
 ) -> DiagonalGaussian | tuple[DiagonalGaussian, tuple[jnp.ndarray, jnp.ndarray]]:
     """Encodes a video to the posterior ``q(z | x)``.
 
+    Composes with ``jax.jit``, ``jax.grad`` and ``jax.vmap`` (each mapped clip is a batch of
+    one: ``encode(params, clip[None], config)``); docs/diffusion.md shows each.
+
     Args:
       params: the ``params`` pytree (``load_pretrained`` or ``init_params``); the encoder
         half suffices (``load_pretrained(path, part="encoder")``).
@@ -296,6 +307,9 @@ def decode(
     mesh: jax.sharding.Mesh | None = None,
 ) -> jnp.ndarray | tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
     """Decodes a latent to video.
+
+    Composes with ``jax.jit``, ``jax.grad`` (direct and chunked) and ``jax.vmap`` (each mapped
+    latent is a batch of one: ``decode(params, z[None], config)[0]``); see docs/diffusion.md.
 
     Args:
       params: as for :func:`encode`; the decoder half suffices
