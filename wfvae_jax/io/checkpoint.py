@@ -487,8 +487,10 @@ def load_model_lc_settings(
     ckpt_dir = checkpoints_dir(workdir if workdir is not None else checkpoint)
     with ocp.CheckpointManager(ckpt_dir) as manager:
         steps = sorted(manager.all_steps())
+    if not steps:
+        return None
     meta_dir = os.path.join(ckpt_dir, str(steps[-1] if step is None else step), META_ITEM)
-    if not steps or not os.path.isdir(meta_dir):
+    if not os.path.isdir(meta_dir):
         return None
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
         meta = ckptr.restore(meta_dir)
