@@ -404,10 +404,9 @@ def lower_encode(
         mesh, params, video = sharding.place(params, video, mesh, "video", 8)
     if t_chunk is None:
         return _encode.lower(params, video, config, dtype, mesh)
-    from wfvae_jax.inference import causal_cache
+    from wfvae_jax.inference.causal_cache import lower_encode_chunked
 
-    causal_cache._check(config, t_chunk, config.temporal_downsample, "encoder")
-    return causal_cache._encode_chunked.lower(params, video, config, t_chunk, dtype, mesh)
+    return lower_encode_chunked(params, video, config, t_chunk, dtype, mesh)
 
 
 def lower_decode(
@@ -429,7 +428,6 @@ def lower_decode(
         mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is None:
         return _decode.lower(params, z, config, dtype, mesh)
-    from wfvae_jax.inference import causal_cache
+    from wfvae_jax.inference.causal_cache import lower_decode_chunked
 
-    causal_cache._check(config, t_chunk, 1, "decoder")
-    return causal_cache._decode_chunked.lower(params, z, config, t_chunk, dtype, mesh)
+    return lower_decode_chunked(params, z, config, t_chunk, dtype, mesh)
