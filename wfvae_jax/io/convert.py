@@ -96,13 +96,15 @@ def flax_path_to_torch_key(path: tuple[str, ...]) -> str:
 
 
 def _expected_wavelet(key: str) -> np.ndarray:
+    """The reference's stored kernel ``(1, 1, 2, 2[, 2])`` for a ``*wavelet_transform*`` key."""
     if key.endswith(".conv.weight"):  # forward 3D: <kernel>_conv.conv.weight
-        idx = _HAAR3D_NAMES.index(key.split(".")[-3].removesuffix("_conv"))
-        return wavelets._filters(3, wavelets.REFERENCE_SCALE_3D)[idx][None, None]
-    name = key.rsplit(".", 1)[-1]
-    if name in _HAAR2D_NAMES:
-        return wavelets._filters(2, wavelets.SCALE_2D)[_HAAR2D_NAMES.index(name)][None, None]
-    return wavelets._filters(3, wavelets.REFERENCE_SCALE_3D)[_HAAR3D_NAMES.index(name)][None, None]
+        ndim, idx = 3, _HAAR3D_NAMES.index(key.split(".")[-3].removesuffix("_conv"))
+    elif (name := key.rsplit(".", 1)[-1]) in _HAAR2D_NAMES:
+        ndim, idx = 2, _HAAR2D_NAMES.index(name)
+    else:
+        ndim, idx = 3, _HAAR3D_NAMES.index(name)
+    scale = wavelets.SCALE_2D if ndim == 2 else wavelets.REFERENCE_SCALE_3D
+    return wavelets.haar_filters(ndim, scale)[idx][None, None]
 
 
 def _to_flax(value: np.ndarray, leaf: str) -> np.ndarray:
