@@ -33,7 +33,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from wfvae_jax.io import torch_files as torch_io
-from wfvae_jax.metrics._common import check_tree_shapes, flatten_tree, unflatten_tree
+from wfvae_jax.metrics.weights import check_tree_shapes, flatten_tree, unflatten_tree
 
 RESOLUTION = 224
 MIN_FRAMES = 9  # three stride-2 temporal stages (SAME) must leave >= 2 steps for the 2x7x7 pool
