@@ -9,7 +9,7 @@ Plan, MindSpeed-MM) give ``ema_state_dict`` with ``module.`` removed, else
 ``state_dict["gen_model"]``, as the reference's ``WFVAEModel.init_from_ckpt``; keys that all carry
 one prefix made of ``module.``/``model.``/``vae.``/``ae.`` lose it (the prefix is printed).
 float16/bfloat16 weights become float32 parameters. Reading ``.ckpt`` needs no torch and runs no
-pickled code (see :mod:`wfvae_jax.io.torch_files`).
+pickled code (see :mod:`wfvae_jax.io.torch_zip`).
 
 The config: ``--config`` (a config.json or a name from ``core.config.NAMED_CONFIGS``), else
 the ``config.json`` next to the weights, else it is inferred from the state dict's names and
@@ -351,15 +351,16 @@ def torch_state_dict_to_params(
 def _read_state_dict(
     files: checkpoint.ReferenceFiles, use_ema: bool, report: Report
 ) -> dict[str, np.ndarray]:
-    from wfvae_jax.io import torch_files as torch_io
+    from wfvae_jax.io import torch_files
+    from wfvae_jax.io.torch_zip import load_torch_pickle
 
     weights = files.weights
-    if weights.suffix.lower() in torch_io.TORCH_SUFFIXES:
-        obj = torch_io.load_torch_pickle(weights, widen_bfloat16=False)
-        where, sd = torch_io.generator_entry(obj, use_ema=use_ema)
+    if weights.suffix.lower() in torch_files.TORCH_SUFFIXES:
+        obj = load_torch_pickle(weights, widen_bfloat16=False)
+        where, sd = torch_files.generator_entry(obj, use_ema=use_ema)
         report(f"weights: {weights} ({where})")
     else:
-        sd = torch_io.load_state_dict(weights, widen_bfloat16=False)
+        sd = torch_files.load_state_dict(weights, widen_bfloat16=False)
         report(f"weights: {weights}")
     sd, prefix, ignored = strip_key_prefix(sd)
     if prefix:
