@@ -95,9 +95,8 @@ def _time_taps(x, kernel, st, strides, padding, dtype):
     reductions, a residual add), so all ``k_t`` conv outputs stay live until the last consumer,
     and in the Causal Cache scan it copies every kernel's tap slices at the start of each step.
     The loop's carry is the running sum, materialized: one tap output is live at a time, and
-    taps ``1..k_t-1`` of the kernel are sliced inside the loop, where they are used. WF-VAE-S
-    33x256^2, XLA:CPU's plan: decode direct 1,956 -> 1,400 MiB, decode ``t_chunk=2``
-    1,251 -> 898 MiB, encode direct 623 -> 570 MiB (``docs/performance.md``).
+    taps ``1..k_t-1`` of the kernel are sliced inside the loop, where they are used, so XLA's
+    buffer plan is smaller for encode and decode, direct and chunked (``docs/performance.md``).
     The backward pass is the unrolled form's (its residuals are only ``x`` and ``kernel``; a
     differentiated loop would save every tap's input slice).
     """
@@ -136,8 +135,8 @@ def conv_nd(
     ``padding`` per spatial dim: ``p`` on both sides or ``(lo, hi)``.
 
     A 3D kernel without time padding runs as ``k_t`` 2D convolutions over time-shifted frames
-    folded into the batch, summed in a loop (:func:`_time_taps`): the same function, 1.3-3.6x
-    faster than XLA:CPU's conv3d at WF-VAE's shapes (``shared/notes/cpu-performance.md``).
+    folded into the batch, summed in a loop (:func:`_time_taps`): the same function, and faster
+    than XLA:CPU's conv3d at WF-VAE's shapes (``docs/performance.md``).
     """
     if kernel.ndim == 5 and padding[0] == 0:
         b, t = x.shape[:2]

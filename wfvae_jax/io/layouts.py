@@ -69,9 +69,9 @@ def param_template(config: WFVAEConfig) -> Any:
 
 def on_device(template: Any) -> Any:
     """``template`` with every leaf placed on the first local device, so orbax restores
-    ``jax.Array``s there: the weights exist once, where they run. Host numpy params are copied
-    to the device at every jitted call instead (XLA:CPU included: +413 MiB of RSS per WF-VAE-S
-    decode call, +146 MiB per encode)."""
+    ``jax.Array``s there: the weights exist once, where they run. Host numpy params would be
+    copied to the device at every jitted call instead (XLA:CPU included: a second copy of the
+    weights per call; ``docs/performance.md``)."""
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), template
