@@ -178,6 +178,21 @@ def test_extras_map_matches_pyproject_and_requirements():
     assert extras.extra_for_package("numpy") is None
 
 
+@pytest.mark.parametrize("name", ["convert", "reconstruct", "eval", "train"])
+def test_help_usage_names_wfvae(name, capsys, monkeypatch):
+    """Each command's --help starts `usage: wfvae NAME`, however it was started."""
+    import importlib
+
+    monkeypatch.setattr(sys, "argv", [f"/somewhere/{name}.py"])  # as python -m / a script
+    main = importlib.import_module(f"wfvae_jax.commands.{name}").main
+    try:
+        rc = main(["--help"])
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 0
+    assert capsys.readouterr().out.startswith(f"usage: wfvae {name} ")
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(FileNotFoundError):
         cli.main(["reconstruct", "--checkpoint", str(tmp_path), "--input", "missing.mp4",

@@ -163,7 +163,9 @@ def reconstruct_file(
 def build_parser() -> argparse.ArgumentParser:
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
 
-    ap = argparse.ArgumentParser(description="Encode and decode a real video with WF-VAE.")
+    ap = argparse.ArgumentParser(
+        prog="wfvae reconstruct", description="Encode and decode a real video with WF-VAE."
+    )
     ap.add_argument("--checkpoint", required=True, help="converted checkpoint directory")
     ap.add_argument("--input", required=True, help="video file (anything FFmpeg decodes)")
     ap.add_argument("--output", required=True, help="output .mp4 (also writes .png and .json)")
