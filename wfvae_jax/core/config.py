@@ -287,33 +287,23 @@ def _released(**kw: Any) -> WFVAEConfig:
     return WFVAEConfig(**base)
 
 
+def _paper_size(base_channels: int, latent_dim: int) -> WFVAEConfig:
+    """A released WF-VAE of paper Table 3's sizes: energy flow 128 in the encoder and decoder."""
+    return _released(
+        base_channels=base_channels,
+        latent_dim=latent_dim,
+        encoder_energy_flow_hidden_size=128,
+        decoder_energy_flow_hidden_size=128,
+    )
+
+
 # Paper Table 3 sizes (base 128/160/192, energy flow 128/128); latent_dim 4 in the paper's S/M/L
 # rows, 16 in the released L checkpoint. The Open-Sora Plan v1.3 S is the 8-channel model it ships.
 NAMED_CONFIGS: dict[str, WFVAEConfig] = {
-    "WF-VAE-S": _released(
-        base_channels=128,
-        latent_dim=4,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
-    "WF-VAE-M": _released(
-        base_channels=160,
-        latent_dim=4,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
-    "WF-VAE-L": _released(
-        base_channels=192,
-        latent_dim=4,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
-    "WF-VAE-L-16Chn": _released(
-        base_channels=192,
-        latent_dim=16,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
+    "WF-VAE-S": _paper_size(128, 4),
+    "WF-VAE-M": _paper_size(160, 4),
+    "WF-VAE-L": _paper_size(192, 4),
+    "WF-VAE-L-16Chn": _paper_size(192, 16),
     "OpenSoraPlan-v1.3-WF-VAE-S-8Chn": _released(
         base_channels=128,
         latent_dim=8,
