@@ -95,8 +95,10 @@ def resolve(name: str) -> Callable[[Sequence[str]], Any]:
 def _checkout_path(name: str) -> str | None:
     """``name`` in the source checkout this package runs from (``pip install -e .`` or the
     repository root on ``sys.path``), if it exists."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(here, name)
+    import wfvae_jax
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(wfvae_jax.__file__)))
+    path = os.path.join(root, name)
     return path if os.path.exists(path) else None
 
 
