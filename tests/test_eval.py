@@ -27,8 +27,8 @@ from wfvae_jax.errors import UserError
 from wfvae_jax.eval import EvalOptions, FolderClips, evaluate, load_train_checkpoint
 from wfvae_jax.io.video import count_frames, read_video
 from wfvae_jax.metrics import lpips
-from wfvae_jax.metrics._common import flatten_tree
 from wfvae_jax.metrics.fvd import fvd_from_features
+from wfvae_jax.metrics.weights import flatten_tree
 
 DATA = pathlib.Path(__file__).parent / "data"
 VIDEOS = DATA / "videos"
@@ -301,7 +301,7 @@ def test_eval_metrics_run_in_bounded_chunks(ckpt, tmp_path, monkeypatch):
     """eval's PSNR and SSIM see at most the pixel budget per call (fails without chunking)."""
     import importlib
 
-    common = importlib.import_module("wfvae_jax.metrics._common")
+    common = importlib.import_module("wfvae_jax.metrics.frames")
     seen = []
     real = common.map_frame_chunks
 

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
 
     parser = argparse.ArgumentParser(
+        prog="wfvae eval",
         description="Reconstruction metrics of a WF-VAE (PSNR, SSIM, LPIPS-alex, FVD) as in the "
         "paper's Table 1, and direct vs Causal Cache inference (Table 5).",
         formatter_class=HelpFormatter,

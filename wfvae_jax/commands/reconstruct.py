@@ -44,16 +44,15 @@ def _timed(fn, *args):
 
 
 def check_t_chunk(t_chunk: int | None, config: Any) -> None:
-    """Raises UserError unless ``--t_chunk`` is 0 (direct), None (auto) or a positive multiple
-    of the model's ``temporal_downsample`` (video frames per Causal Cache chunk)."""
-    d = config.temporal_downsample
-    if t_chunk and (t_chunk < d or t_chunk % d):
-        near = max(d, round(t_chunk / d) * d)
-        raise UserError(
-            f"--t_chunk must be 0 (direct) or a positive multiple of {d} video frames, "
-            f"got {t_chunk}",
-            hint=f"pass --t_chunk {near}",
-        )
+    """Raises UserError unless ``--t_chunk`` is None (auto), 0 (direct) or an encoder chunk the
+    model runs (``WFVAEConfig.check_t_chunk``); the hint names the nearest valid value."""
+    if t_chunk is None:
+        return
+    try:
+        config.check_t_chunk(t_chunk, "encode")
+    except ValueError as e:
+        near = 0 if config.norm_type == "groupnorm" else config.nearest_t_chunk(t_chunk)
+        raise UserError(f"--{e}", hint=f"pass --t_chunk {near}") from None
 
 
 _DEFAULT_SPEC = ClipSpec()
@@ -164,7 +163,9 @@ def reconstruct_file(
 def build_parser() -> argparse.ArgumentParser:
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
 
-    ap = argparse.ArgumentParser(description="Encode and decode a real video with WF-VAE.")
+    ap = argparse.ArgumentParser(
+        prog="wfvae reconstruct", description="Encode and decode a real video with WF-VAE."
+    )
     ap.add_argument("--checkpoint", required=True, help="converted checkpoint directory")
     ap.add_argument("--input", required=True, help="video file (anything FFmpeg decodes)")
     ap.add_argument("--output", required=True, help="output .mp4 (also writes .png and .json)")
