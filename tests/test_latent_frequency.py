@@ -106,7 +106,7 @@ def test_summarize_pools_videos():
 
 def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
     import wfvae_jax
-    from wfvae_jax.io import video as video_io
+    from wfvae_jax.io import clip_spec
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -126,7 +126,7 @@ def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(wfvae_jax, "encode", fake_encode, raising=False)
     monkeypatch.setattr(
-        video_io,
+        clip_spec,
         "read_video",
         lambda path, n, frame_stride, start, resolution, crop, **kw: np.zeros(
             (n, resolution, resolution, 3)

@@ -83,8 +83,9 @@ from wfvae_jax.inference.sharding import (
     make_mesh,
     parse_mesh,
 )
-from wfvae_jax.io.video import _iter_decoded, _open_input, resize_and_crop
-from wfvae_jax.io.video import parse_resolution as video_io_parse_resolution
+from wfvae_jax.io.decode import decoded_frames, open_video
+from wfvae_jax.io.frames import parse_resolution as video_io_parse_resolution
+from wfvae_jax.io.frames import resize_and_crop
 
 logger = logging.getLogger(__name__)
 
@@ -228,9 +229,9 @@ class FolderInput:
         Raises FileNotFoundError / ValueError (``video_io``) for a missing or undecodable file.
         """
         path = os.path.join(self.root, self.videos[index])
-        with _open_input(path) as container:
+        with open_video(path) as container:
             rate = container.streams.video[0].average_rate
-            frames = (f.to_ndarray(format="rgb24") for f in _iter_decoded(container, path))
+            frames = (f.to_ndarray(format="rgb24") for f in decoded_frames(container, path))
             clips, starts, size, seen = cut_clips(frames, spec)
         return clips, starts, float(rate) if rate else 0.0, size, seen
 

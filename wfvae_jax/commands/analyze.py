@@ -301,8 +301,8 @@ def _parse_levels(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from wfvae_jax.commands import clip_args
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
-    from wfvae_jax.io import video as video_io
 
     p = argparse.ArgumentParser(
         prog="wfvae analyze",
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="converted checkpoint dir (load_pretrained)")
     p.add_argument("--videos", required=True, help="directory searched recursively for videos")
     p.add_argument("--out", default="latent_frequency", help="output directory")
-    video_io.add_clip_args(p, num_frames=33, resolution="256", start=False)
+    clip_args.add_clip_args(p, num_frames=33, resolution="256", start=False)
     p.add_argument("--max_videos", type=int, default=0, help="0: all")
     p.add_argument("--levels", type=_parse_levels, default=[0, 2], help="Multi-WT depths, '0,2'")
     p.add_argument("--time_mode", choices=lc.TIME_MODES, default="causal")
@@ -335,10 +335,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
     import wfvae_jax
-    from wfvae_jax.io import video as video_io
+    from wfvae_jax.commands import clip_args
 
     # The Multi-WT halves the latent's H and W once more: sizes are multiples of 16.
-    spec = video_io.clip_spec_from_args(args, multiple=16)
+    spec = clip_args.clip_spec_from_args(args, multiple=16)
     videos = _find_videos(Path(args.videos), args.max_videos)
     params, cfg = wfvae_jax.load_pretrained(args.checkpoint, part="encoder")
     spec.check_model(cfg)

@@ -9,11 +9,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from wfvae_jax.commands import clip_args
 from wfvae_jax.commands.errors import rename_flags
 from wfvae_jax.errors import UserError
 from wfvae_jax.eval.clips import FolderClips, TfdsClips
-from wfvae_jax.io import video as video_io
-from wfvae_jax.io.video import DEFAULT_FPS
+from wfvae_jax.io.decode import DEFAULT_FPS
 
 # Old flag names (still accepted, with a warning).
 RENAMED_FLAGS = {"--blockwise": "--causal_cache"}
@@ -54,7 +54,7 @@ def add_data_args(parser: argparse.ArgumentParser, num_frames: int, resolution: 
     g.add_argument("--tfds_data_dir", default=None, help="TFDS data_dir")
     g.add_argument("--video_key", default="video", help="TFDS feature holding uint8 frames")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS, help="TFDS frame rate (for mp4s)")
-    video_io.add_clip_args(g, num_frames=num_frames, resolution=str(resolution), start=False)
+    clip_args.add_clip_args(g, num_frames=num_frames, resolution=str(resolution), start=False)
     g.add_argument("--max_videos", type=int, default=None, help="use at most this many clips")
 
 
@@ -65,7 +65,7 @@ def clips_from_args(args: argparse.Namespace, config: Any = None) -> FolderClips
     Raises:
       UserError: a bad flag value (with a hint), a missing folder.
     """
-    spec = video_io.clip_spec_from_args(args)
+    spec = clip_args.clip_spec_from_args(args)
     if config is not None:
         spec.check_model(config)
     if args.max_videos is not None and args.max_videos < 1:
@@ -93,7 +93,7 @@ def clips_from_args(args: argparse.Namespace, config: Any = None) -> FolderClips
 
 def clip_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The clip flags for reports (``ClipSpec.to_dict`` plus ``max_videos``)."""
-    d = video_io.clip_spec_from_args(args).to_dict()
+    d = clip_args.clip_spec_from_args(args).to_dict()
     d.pop("start")
     return {**d, "max_videos": args.max_videos}
 
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         error_gain=args.error_gain,
         mesh=args.mesh,
     )
-    video_io.clip_spec_from_args(args)  # flag errors before the model loads
+    clip_args.clip_spec_from_args(args)  # flag errors before the model loads
     params, config, description, lc = load_model_from_args(args)
     clips = clips_from_args(args, config)
     out_dir = os.path.join(args.out or args.workdir or ".", "eval")

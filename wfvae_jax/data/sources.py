@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from wfvae_jax.io.video import VIDEO_EXTENSIONS, count_frames
+from wfvae_jax.io.decode import VIDEO_EXTENSIONS, count_frames
 
 logger = logging.getLogger(__name__)
 

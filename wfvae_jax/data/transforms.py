@@ -17,7 +17,8 @@ import grain
 import numpy as np
 
 from wfvae_jax.data.sources import window_span
-from wfvae_jax.io.video import read_video, resize_and_crop
+from wfvae_jax.io.decode import read_video
+from wfvae_jax.io.frames import resize_and_crop
 
 logger = logging.getLogger(__name__)
 

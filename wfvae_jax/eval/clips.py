@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from wfvae_jax.io.video import DEFAULT_FPS, ClipSpec, probe_video, resize_and_crop
+from wfvae_jax.io.clip_spec import ClipSpec
+from wfvae_jax.io.decode import DEFAULT_FPS, probe_video
+from wfvae_jax.io.frames import resize_and_crop
 
 
 @dataclasses.dataclass

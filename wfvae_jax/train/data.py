@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from wfvae_jax.data import VideoFolderSource, window_span
-from wfvae_jax.io.video import count_frames, read_video
+from wfvae_jax.io.decode import count_frames, read_video
 
 
 class FolderSubset(VideoFolderSource):
