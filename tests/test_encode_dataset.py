@@ -31,6 +31,7 @@ import pytest
 
 import wfvae_jax
 from tests.conftest import TINY
+from wfvae_jax.commands.encode_dataset import main
 from wfvae_jax.commands.errors import run
 from wfvae_jax.data import LatentSource, find_videos
 from wfvae_jax.data import latents as fmt
@@ -40,7 +41,6 @@ from wfvae_jax.encode_dataset import (
     FolderInput,
     TfdsInput,
     encode_dataset,
-    main,
 )
 from wfvae_jax.io.convert import load_reference
 from wfvae_jax.io.video import count_frames, read_video, resize_and_crop, write_video
@@ -367,7 +367,7 @@ def test_mesh_data_and_space_equals_single_device(model, video_dir, reference, t
     out = tmp_path / "out"
     env = dict(_child_env(tmp_path), XLA_FLAGS="--xla_force_host_platform_device_count=4")
     cmd = [
-        sys.executable, "-m", "wfvae_jax.encode_dataset", "--checkpoint", str(ckpt),
+        sys.executable, "-m", "wfvae_jax", "encode-dataset", "--checkpoint", str(ckpt),
         "--videos", video_dir, "--out", str(out), "--num_frames", "9", "--resolution", "32x48",
         "--clips_per_video", "2", "--videos_per_shard", "2", "--worker_count", "0",
         "--no_progress", "--mesh", "data=2,space=2",

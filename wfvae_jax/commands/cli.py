@@ -8,7 +8,7 @@ Usage::
     wfvae train --config configs/cpu_small.py ...         # python train.py
     wfvae latent-stats --checkpoint DIR --videos DIR # python -m wfvae_jax latent-stats
     wfvae analyze --checkpoint DIR --videos DIR           # python -m wfvae_jax analyze
-    wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax.encode_dataset
+    wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax encode-dataset
     wfvae bench causal_cache|throughput|... [ARGS]        # python benchmarks/NAME.py
 
 ``python -m wfvae_jax COMMAND ...`` is the same without the console script. Each subcommand's
@@ -48,7 +48,12 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
         None,
     ),
     "analyze": ("wfvae_jax.commands.analyze", "main", "latent frequency analysis (LC-VAE)", "eval"),
-    "encode-dataset": ("wfvae_jax.encode_dataset", "main", "encode a video set to latents", None),
+    "encode-dataset": (
+        "wfvae_jax.commands.encode_dataset",
+        "main",
+        "encode a video set to latents",
+        None,
+    ),
     "bench": ("wfvae_jax.commands.cli", "bench_main", "run a benchmark script (benchmarks/)", None),
 }
 

@@ -1,5 +1,5 @@
 """Training data: video sources, per-example transforms and the grain input pipeline; the reader
-of encoded latent datasets (``LatentSource``, ``python -m wfvae_jax.encode_dataset``).
+of encoded latent datasets (``LatentSource``, ``wfvae encode-dataset``).
 
 Names are loaded on first access, so ``from wfvae_jax.data.sources import find_videos`` (used by
 evaluation) does not import grain, which only the training install (``pip install .[train]``) has.
