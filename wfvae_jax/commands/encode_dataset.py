@@ -15,14 +15,16 @@ from wfvae_jax.encode_dataset import (
     COMPUTE_DTYPES,
     DEFAULT_VIDEOS_PER_SHARD,
     DEFAULT_WORKER_COUNT,
-    ClipSpec,
     EncodeOptions,
     FolderInput,
     TfdsInput,
+    check_clips,
     encode_dataset,
+    parse_resolution,
 )
 from wfvae_jax.inference.api import T_CHUNK_HELP
 from wfvae_jax.inference.sharding import add_mesh_arg
+from wfvae_jax.io.clip_spec import DEFAULT_MULTIPLE, ClipSpec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="frames per clip (1 + 4k; 1 + 8k for 8x models)",
     )
-    p.add_argument("--resolution", required=True, help="R (square) or HxW, multiples of 8")
+    p.add_argument(
+        "--resolution", required=True, help=f"R (square) or HxW, multiples of {DEFAULT_MULTIPLE}"
+    )
     p.add_argument("--frame_stride", type=int, default=1)
     p.add_argument("--clips_per_video", type=int, default=1, help="consecutive clips per video")
     p.add_argument("--batch_size", type=int, default=None, help="global (default: 1 per device)")
@@ -78,14 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     spec = ClipSpec(
-        args.num_frames, args.resolution, args.frame_stride, args.clips_per_video, args.resample
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        resolution=parse_resolution(args.resolution),
+        resample=args.resample,
+        clips_per_video=args.clips_per_video,
     )
     options = EncodeOptions(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(EncodeOptions)}
     )
     options.check()
     params, config = load_pretrained(args.checkpoint, part="encoder")  # the decoder is not used
-    spec.check(config)
+    check_clips(spec, config)
     if args.videos is not None:
         inputs = FolderInput(args.videos)
     else:

@@ -18,7 +18,7 @@ _LAZY = {
     "VideoFolderSource": "sources",
     "build_video_index": "sources",
     "find_videos": "sources",
-    "window_span": "sources",
+    "window_span": "wfvae_jax.io.clip_spec",
     "LongEnough": "transforms",
     "SampleClip": "transforms",
 }
@@ -28,5 +28,6 @@ __all__ = sorted(_LAZY)
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f"wfvae_jax.data.{_LAZY[name]}"), name)
+        module = _LAZY[name] if "." in _LAZY[name] else f"wfvae_jax.data.{_LAZY[name]}"
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'wfvae_jax.data' has no attribute {name!r}")

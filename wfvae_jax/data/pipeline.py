@@ -7,8 +7,9 @@ import os
 import grain
 from absl import flags
 
-from wfvae_jax.data.sources import VideoFolderSource, window_span
+from wfvae_jax.data.sources import VideoFolderSource
 from wfvae_jax.data.transforms import LongEnough, SampleClip
+from wfvae_jax.io.clip_spec import window_span
 
 
 def allow_unparsed_absl_flags() -> None:

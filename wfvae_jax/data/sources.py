@@ -26,15 +26,6 @@ logger = logging.getLogger(__name__)
 _INDEX_VERSION = 1
 
 
-def window_span(num_frames: int, frame_stride: int) -> int:
-    """Decoded frames a window of ``num_frames`` frames ``frame_stride`` apart covers."""
-    if num_frames < 1 or frame_stride < 1:
-        raise ValueError(
-            f"num_frames and frame_stride must be >= 1, got {num_frames}, {frame_stride}"
-        )
-    return (num_frames - 1) * frame_stride + 1
-
-
 def find_videos(root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[str]:
     """Video files under ``root`` (recursive, extension match case-insensitive), sorted, relative.
 

@@ -16,7 +16,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from wfvae_jax.data.sources import window_span
+from wfvae_jax.io.clip_spec import window_span
 from wfvae_jax.io.decode import read_video
 from wfvae_jax.io.frames import resize_and_crop
 

@@ -58,13 +58,15 @@ from wfvae_jax.encode_dataset.spec import (
     COMPUTE_DTYPES,
     DEFAULT_VIDEOS_PER_SHARD,
     DEFAULT_WORKER_COUNT,
-    ClipSpec,
     EncodeOptions,
+    check_clips,
+    clips_identity,
     params_hash,
     parse_resolution,
     scale_shift,
     spec_dict,
 )
+from wfvae_jax.io.clip_spec import ClipSpec
 
 __all__ = [
     "COMPUTE_DTYPES",
@@ -74,6 +76,8 @@ __all__ = [
     "EncodeOptions",
     "FolderInput",
     "TfdsInput",
+    "check_clips",
+    "clips_identity",
     "encode_dataset",
     "params_hash",
     "parse_resolution",

@@ -39,7 +39,7 @@ def cut_clips(
         if index % spec.frame_stride:
             continue
         # Frame by frame, as read_video: the same resize and crop, without holding the originals.
-        frame = resize_and_crop(rgb[None], spec.resolution, "center", None, spec.resample)
+        frame = resize_and_crop(rgb[None], spec.size, "center", None, spec.resample)
         current.append(frame[0])
         if len(current) == spec.num_frames:
             clips.append(np.stack(current))
@@ -150,7 +150,7 @@ class DecodeClips(grain.transforms.Map):
             error = f"missing: {e}"
         except (ValueError, OSError, av.error.FFmpegError) as e:
             error = f"unreadable: {e}"
-        h, w = spec.resolution
+        h, w = spec.size
         return {
             **item,
             "clips": np.stack(clips) if clips else np.zeros((0, spec.num_frames, h, w, 3), "f4"),

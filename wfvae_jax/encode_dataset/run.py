@@ -20,7 +20,7 @@ from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.encode_dataset.inputs import DecodeClips, FolderInput, TfdsInput, decode_in_workers
 from wfvae_jax.encode_dataset.manifest import final_manifest, new_manifest, prepare_output
-from wfvae_jax.encode_dataset.spec import ClipSpec, EncodeOptions, compute_dtype
+from wfvae_jax.encode_dataset.spec import ClipSpec, EncodeOptions, check_clips, compute_dtype
 from wfvae_jax.encode_dataset.writer import Batch, Loop, events
 from wfvae_jax.inference.api import encode
 from wfvae_jax.inference.multihost import sync_processes
@@ -132,7 +132,7 @@ def encode_dataset(
     """
     t_begin = time.perf_counter()
     out = os.path.abspath(os.fspath(out))
-    spec.check(config)
+    check_clips(spec, config)
     options.check()
     dtype, storage = compute_dtype(options.dtype), fmt.storage_dtype(options.storage_dtype)
     n_proc, proc = jax.process_count(), jax.process_index()
@@ -143,7 +143,7 @@ def encode_dataset(
         raise ValueError(
             f"--batch_size {batch} must be a multiple of the mesh's data={n_data} devices"
         )
-    local_batch, (h, w) = batch // n_proc, spec.resolution
+    local_batch, (h, w) = batch // n_proc, spec.size
 
     step = _make_step(config, mesh, dtype, options.t_chunk, options.store, storage)
     replicated = _replicate(params, mesh)

@@ -16,9 +16,10 @@ import numpy as np
 
 from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
-from wfvae_jax.data.sources import window_span
 from wfvae_jax.inference.api import DTYPES, parse_dtype
 from wfvae_jax.inference.sharding import parse_mesh
+from wfvae_jax.io.clip_spec import ClipSpec
+from wfvae_jax.io.frames import format_resolution
 from wfvae_jax.io.frames import parse_resolution as video_io_parse_resolution
 
 logger = logging.getLogger(__name__)
@@ -50,49 +51,34 @@ def parse_resolution(text: str | int | Sequence[int]) -> tuple[int, int]:
     return (r, r) if isinstance(r, int) else r
 
 
-@dataclasses.dataclass(frozen=True)
-class ClipSpec:
-    """Which clips each input gives (see the module doc).
+def check_clips(spec: ClipSpec, config: WFVAEConfig) -> None:
+    """Raises unless ``spec`` describes dataset clips the model accepts: one size for every clip
+    (a resolution, centre-cropped), consecutive clips from the first frame (see the package doc).
 
-    Attributes:
-      num_frames: frames per clip, ``1 + k * temporal_downsample`` of the model.
-      resolution: ``(H, W)`` of every clip (an int: square), multiples of the model's
-        ``spatial_downsample``.
-      frame_stride: decoded frames between clip frames.
-      clips_per_video: at most this many consecutive clips per input (>= 1).
-      resample: ``read_video``'s resize filter.
+    Raises:
+      ValueError: another crop, start or sampling, or no fixed size.
+      wfvae_jax.errors.UserError: a frame count or size the model does not accept.
     """
+    if spec.size is None or spec.crop != "center":
+        raise ValueError(
+            f"--resolution {format_resolution(spec.resolution)} with crop {spec.crop!r}: a "
+            "dataset needs one clip size (S or HxW, centre-cropped)"
+        )
+    if spec.start or spec.sampling != "consecutive" or spec.num_frames is None:
+        raise ValueError("dataset clips are consecutive clips of num_frames from frame 0")
+    spec.check_model(config)
 
-    num_frames: int
-    resolution: tuple[int, int]
-    frame_stride: int = 1
-    clips_per_video: int = 1
-    resample: str = "bilinear"
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "resolution", parse_resolution(self.resolution))
-        window_span(self.num_frames, self.frame_stride)  # raises for values < 1
-        if self.clips_per_video < 1:
-            raise ValueError(f"clips_per_video must be >= 1, got {self.clips_per_video}")
-
-    @property
-    def span(self) -> int:
-        """Decoded frames one clip covers."""
-        return window_span(self.num_frames, self.frame_stride)
-
-    def check(self, config: WFVAEConfig) -> None:
-        """Raises ValueError unless the model accepts these clips (frame count, H, W)."""
-        config.check_num_frames(self.num_frames, "--num_frames")
-        d = config.spatial_downsample
-        h, w = self.resolution
-        if h < d or w < d or h % d or w % d:
-            raise ValueError(f"--resolution must be multiples of {d}, got {h}x{w}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["resolution"] = list(self.resolution)
-        d["crop"] = "center"
-        return d
+def clips_identity(spec: ClipSpec) -> dict[str, Any]:
+    """The clip settings the records depend on (the manifest's ``spec.clips``)."""
+    return {
+        "num_frames": spec.num_frames,
+        "resolution": list(spec.size),
+        "frame_stride": spec.frame_stride,
+        "clips_per_video": spec.clips_per_video,
+        "resample": spec.resample,
+        "crop": "center",
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +185,7 @@ def spec_dict(params, config, inputs, spec: ClipSpec, options: EncodeOptions) ->
             # load_pretrained(part="encoder") name the same encoding.
             "params_hash": params_hash({"encoder": params["encoder"]}),
         },
-        "clips": spec.to_dict(),
+        "clips": clips_identity(spec),
         "source": inputs.identity(),
         "encode": {
             "dtype": options.dtype,

@@ -42,7 +42,7 @@ def events(
     decoded: Iterator[dict], spec: ClipSpec, local_batch: int, seed: int, on_video
 ) -> Iterator[Batch | ShardEnd]:
     """Batches and shard ends in order; a shard's last batch is padded rather than mixed."""
-    h, w = spec.resolution
+    h, w = spec.size
     rows: list[tuple[np.ndarray, dict]] = []
     skipped: list[dict] = []
 
