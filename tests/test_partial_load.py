@@ -151,6 +151,7 @@ def test_encode_dataset_loads_only_the_encoder(export, monkeypatch, tmp_path):
     from tests.conftest import DATA
     from wfvae_jax import encode_dataset as ed
     from wfvae_jax.commands.encode_dataset import main as encode_dataset_main
+    from wfvae_jax.data.video_source import VideoFiles
 
     path, full, config = export
     parts = []
@@ -170,7 +171,7 @@ def test_encode_dataset_loads_only_the_encoder(export, monkeypatch, tmp_path):
     assert parts == ["encoder"]
 
     enc, _ = load_pretrained(path, part="encoder")
-    inputs = ed.FolderInput(str(DATA / "videos"))
+    inputs = VideoFiles(str(DATA / "videos"))
     spec = ed.ClipSpec(num_frames=9, resolution=(16, 16), frame_stride=1, clips_per_video=1)
     options = ed.EncodeOptions(worker_count=0, progress=False)
     assert ed.spec_dict(enc, config, inputs, spec, options) == ed.spec_dict(

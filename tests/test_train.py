@@ -291,10 +291,11 @@ def test_stage_configs_follow_table7():
     small = cpu_small.get_config()
     assert small.loss.perceptual_weight == 0.0 and small.model.name == "tiny"
     # Held-out honesty: neither the eval video nor its re-encoded copy is a training file.
-    from wfvae_jax.train.data import FolderSubset
+    from wfvae_jax.data import VideoFolderSource
 
     if os.path.isdir(small.data.train_dir):
-        src = FolderSubset(small.data.train_dir, exclude=[*small.data.exclude, *small.eval.files])
+        exclude = [*small.data.exclude, *small.eval.files]
+        src = VideoFolderSource(small.data.train_dir, exclude=exclude)
         names = {os.path.basename(p) for p in src.paths}
         assert not names & {"carphone_pristine.mp4", "carphone_distorted.mp4"}
         assert names  # something is left to train on

@@ -1,14 +1,16 @@
 """Command-line flags of a clip (``--num_frames --frame_stride --start --resolution --crop``),
-shared by every command that reads videos, and the :class:`~wfvae_jax.io.clip_spec.ClipSpec`
-they describe."""
+shared by every command that reads videos, the :class:`~wfvae_jax.io.clip_spec.ClipSpec` they
+describe, and the folder ``--videos`` names."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
+from wfvae_jax.data.video_source import VideoFiles
 from wfvae_jax.errors import UserError
-from wfvae_jax.io.clip_spec import ClipSpec
+from wfvae_jax.io.clip_spec import DEFAULT_MULTIPLE, ClipSpec
 from wfvae_jax.io.frames import CLI_CROPS, format_resolution, nearest_multiples, parse_resolution
 
 
@@ -36,14 +38,14 @@ def add_clip_args(
         "--resolution",
         default=resolution,
         help="S: short side S (then a centre S x S crop unless --crop none); HxW: exactly "
-        "H x W; native: the decoded size. Sizes are multiples of 8",
+        f"H x W; native: the decoded size. Sizes are multiples of {DEFAULT_MULTIPLE}",
     )
     parser.add_argument(
         "--crop",
         choices=CLI_CROPS,
         default="center",
         help="center: cut to the size (the log says how much is lost); none: keep the whole "
-        "frame and its aspect ratio (the long side rounds to a multiple of 8)",
+        f"frame and its aspect ratio (the long side rounds to a multiple of {DEFAULT_MULTIPLE})",
     )
 
 
@@ -79,3 +81,17 @@ def clip_spec_from_args(args: argparse.Namespace, **overrides: Any) -> ClipSpec:
         elif msg.startswith(("num_frames", "frame_stride", "start")):
             msg = "--" + msg
         raise UserError(msg, hint=hint) from e
+
+
+def video_folder(path: str | os.PathLike) -> VideoFiles:
+    """The video files under ``--videos PATH`` (``wfvae_jax.data.VideoFiles``).
+
+    Raises:
+      wfvae_jax.errors.UserError: ``path`` is not a directory, or holds no video file.
+    """
+    if not os.path.isdir(path):
+        raise UserError(f"--videos {path} is not a directory", hint="pass a folder of videos")
+    try:
+        return VideoFiles(path)
+    except ValueError as e:
+        raise UserError(str(e), hint="mp4, avi, mkv, mov or webm files, in subfolders too") from e

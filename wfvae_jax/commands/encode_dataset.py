@@ -11,13 +11,13 @@ from collections.abc import Sequence
 import jax
 
 from wfvae_jax.data import latents as fmt
+from wfvae_jax.data.tfds import TfdsVideoSource
+from wfvae_jax.data.video_source import VideoFiles
 from wfvae_jax.encode_dataset import (
     COMPUTE_DTYPES,
     DEFAULT_VIDEOS_PER_SHARD,
     DEFAULT_WORKER_COUNT,
     EncodeOptions,
-    FolderInput,
-    TfdsInput,
     check_clips,
     encode_dataset,
     parse_resolution,
@@ -95,9 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     params, config = load_pretrained(args.checkpoint, part="encoder")  # the decoder is not used
     check_clips(spec, config)
     if args.videos is not None:
-        inputs = FolderInput(args.videos)
+        inputs = VideoFiles(args.videos)
     else:
-        inputs = TfdsInput(args.tfds, args.tfds_split, args.tfds_data_dir, args.tfds_video_key)
+        inputs = TfdsVideoSource(
+            args.tfds, args.tfds_split, args.tfds_data_dir, args.tfds_video_key
+        )
     r = encode_dataset(params, config, inputs, args.out, spec, options, checkpoint=args.checkpoint)
     if jax.process_index() == 0:
         counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r["skipped_counts"].items())

@@ -11,8 +11,9 @@ from typing import Any
 
 from wfvae_jax.commands import clip_args
 from wfvae_jax.commands.errors import rename_flags
+from wfvae_jax.data.tfds import TfdsVideoSource
 from wfvae_jax.errors import UserError
-from wfvae_jax.eval.clips import FolderClips, TfdsClips
+from wfvae_jax.eval.clips import EvalClips
 from wfvae_jax.io.decode import DEFAULT_FPS
 
 # Old flag names (still accepted, with a warning).
@@ -58,7 +59,7 @@ def add_data_args(parser: argparse.ArgumentParser, num_frames: int, resolution: 
     g.add_argument("--max_videos", type=int, default=None, help="use at most this many clips")
 
 
-def clips_from_args(args: argparse.Namespace, config: Any = None) -> FolderClips | TfdsClips:
+def clips_from_args(args: argparse.Namespace, config: Any = None) -> EvalClips:
     """The clip iterable the data flags describe (see ``wfvae_jax.eval.clips``); with the
     model's ``config``, ``--num_frames`` is checked against its frame-count rule.
 
@@ -70,25 +71,10 @@ def clips_from_args(args: argparse.Namespace, config: Any = None) -> FolderClips
         spec.check_model(config)
     if args.max_videos is not None and args.max_videos < 1:
         raise UserError(f"--max_videos must be >= 1, got {args.max_videos}")
-    common = dict(
-        num_frames=spec.num_frames,
-        resolution=spec.resolution,
-        frame_stride=spec.frame_stride,
-        max_videos=args.max_videos,
-        crop=spec.crop,
-    )
     if args.videos is not None:
-        if not os.path.isdir(args.videos):
-            raise UserError(f"--videos {args.videos} is not a directory", hint="a video folder")
-        return FolderClips(args.videos, **common)
-    return TfdsClips(
-        args.tfds,
-        args.split,
-        data_dir=args.tfds_data_dir,
-        video_key=args.video_key,
-        fps=args.fps,
-        **common,
-    )
+        return EvalClips(clip_args.video_folder(args.videos), spec, args.max_videos)
+    source = TfdsVideoSource(args.tfds, args.split, args.tfds_data_dir, args.video_key)
+    return EvalClips(source, spec, args.max_videos, args.fps)
 
 
 def clip_settings(args: argparse.Namespace) -> dict[str, Any]:

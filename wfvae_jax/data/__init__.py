@@ -1,8 +1,10 @@
-"""Training data: video sources, per-example transforms and the grain input pipeline; the reader
-of encoded latent datasets (``LatentSource``, ``wfvae encode-dataset``).
+"""Data: the videos every command reads (``VideoSource``: a folder, a TFDS dataset) and the clips
+a ``ClipSpec`` takes from them; the training input pipeline (grain sources, per-example
+transforms); the reader of encoded latent datasets (``LatentSource``, ``wfvae encode-dataset``).
 
-Names are loaded on first access, so ``from wfvae_jax.data.sources import find_videos`` (used by
-evaluation) does not import grain, which only the training install (``pip install .[train]``) has.
+Names are loaded on first access, so ``from wfvae_jax.data.video_source import VideoFiles`` (used
+by evaluation) does not import grain, which only the training install (``pip install .[train]``)
+has.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ _LAZY = {
     "LatentSource": "latents",
     "SampleLatent": "latents",
     "make_video_dataset": "pipeline",
-    "TfdsVideoSource": "sources",
+    "TfdsVideoSource": "tfds",
     "VideoFolderSource": "sources",
     "build_video_index": "sources",
-    "find_videos": "sources",
+    "VideoClips": "video_source",
+    "VideoFiles": "video_source",
+    "VideoSource": "video_source",
+    "find_videos": "video_source",
     "window_span": "wfvae_jax.io.clip_spec",
     "LongEnough": "transforms",
     "SampleClip": "transforms",

@@ -52,7 +52,6 @@ per-device batch size may change float rounding: keep ``--batch_size`` per devic
 for bit-equal results.
 """
 
-from wfvae_jax.encode_dataset.inputs import FolderInput, TfdsInput
 from wfvae_jax.encode_dataset.run import encode_dataset, run_mesh
 from wfvae_jax.encode_dataset.spec import (
     COMPUTE_DTYPES,
@@ -74,8 +73,6 @@ __all__ = [
     "DEFAULT_WORKER_COUNT",
     "ClipSpec",
     "EncodeOptions",
-    "FolderInput",
-    "TfdsInput",
     "check_clips",
     "clips_identity",
     "encode_dataset",

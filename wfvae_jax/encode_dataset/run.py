@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from wfvae_jax.core import compile_options
 from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.data import latents as fmt
-from wfvae_jax.encode_dataset.inputs import DecodeClips, FolderInput, TfdsInput, decode_in_workers
+from wfvae_jax.data.video_source import VideoSource
+from wfvae_jax.encode_dataset.inputs import DecodeClips, decode_in_workers
 from wfvae_jax.encode_dataset.manifest import final_manifest, new_manifest, prepare_output
 from wfvae_jax.encode_dataset.spec import ClipSpec, EncodeOptions, check_clips, compute_dtype
 from wfvae_jax.encode_dataset.writer import Batch, Loop, events
@@ -89,7 +90,7 @@ def work_items(inputs, num_shards: int, finished: dict, per_shard: int) -> list[
                     "shard": s,
                     "last": i == hi - 1,
                     "shard_videos": [lo, hi],
-                    "video": inputs.name(i),
+                    "video": inputs.video_id(i),
                 }
             )
     return items
@@ -101,7 +102,7 @@ _DEFAULT_OPTIONS = EncodeOptions()
 def encode_dataset(
     params: Any,
     config: WFVAEConfig,
-    inputs: FolderInput | TfdsInput,
+    inputs: VideoSource,
     out: str | os.PathLike,
     spec: ClipSpec,
     options: EncodeOptions = _DEFAULT_OPTIONS,
@@ -114,7 +115,7 @@ def encode_dataset(
 
     Args:
       params, config: the model (``wfvae_jax.load_pretrained``).
-      inputs: :class:`FolderInput` or :class:`TfdsInput`.
+      inputs: the videos (``wfvae_jax.data.VideoFiles`` of a folder, ``TfdsVideoSource``).
       out: output directory (created).
       spec: the clips; options: :class:`EncodeOptions`.
       checkpoint: recorded in the manifest.

@@ -2,7 +2,7 @@
 where (the sampling policy), at which size (:class:`ClipSpec`).
 
 The one description of clips every command and the data pipeline use. Reading the first clip of
-a file is :meth:`ClipSpec.read` (:func:`wfvae_jax.io.decode.read_video`); the clips of every video
+a file is :meth:`ClipSpec.read` (:func:`wfvae_jax.io.windows.read_video`); the clips of every video
 of a folder or a TFDS dataset are ``wfvae_jax.data.VideoSource``'s; the flags that build a spec
 are ``wfvae_jax.commands.clip_args``.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.errors import UserError
-from wfvae_jax.io.decode import ClipTooShortError, VideoInfo, read_video
+from wfvae_jax.io.decode import VideoInfo
 from wfvae_jax.io.frames import (
     CLI_CROPS,
     CROPS,
@@ -28,6 +28,7 @@ from wfvae_jax.io.frames import (
     nearest_multiples,
     target_size,
 )
+from wfvae_jax.io.windows import ClipTooShortError, read_video
 
 # Clip sizes are multiples of the model's spatial downsampling (every WF-VAE: 8).
 DEFAULT_MULTIPLE = WFVAEConfig().spatial_downsample

@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import wfvae_jax
-from wfvae_jax.data import make_video_dataset, window_span
+from wfvae_jax.data import VideoFolderSource, make_video_dataset, window_span
 from wfvae_jax.errors import UserError
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.io.video import abs_error_frames, save_strip_png
@@ -32,7 +32,6 @@ from wfvae_jax.train import checkpointing, config_check, writers
 from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.checkpointing import CheckpointWriteError, RunCheckpoints
 from wfvae_jax.train.data import (
-    FolderSubset,
     data_changes,
     data_manifest,
     load_eval_clips,
@@ -109,11 +108,11 @@ def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:
     return params
 
 
-def _train_source(config: ml_collections.ConfigDict, workdir: str) -> FolderSubset:
+def _train_source(config: ml_collections.ConfigDict, workdir: str) -> VideoFolderSource:
     d = config.data
     span = window_span(d.num_frames, d.frame_stride)
     exclude = [*d.exclude, *config.eval.files]
-    source = FolderSubset(
+    source = VideoFolderSource(
         d.train_dir,
         exclude=exclude,
         min_frames=span,
@@ -129,7 +128,7 @@ def _train_source(config: ml_collections.ConfigDict, workdir: str) -> FolderSubs
 
 
 def _data_order(
-    config: ml_collections.ConfigDict, source: FolderSubset, ckpt: RunCheckpoints
+    config: ml_collections.ConfigDict, source: VideoFolderSource, ckpt: RunCheckpoints
 ) -> tuple[dict[str, Any], bool]:
     """``(manifest, restore_position)``: the data manifest of this run (its ``seed`` seeds the
     sampler) and whether the checkpoint's data position applies.
@@ -181,7 +180,7 @@ def _data_order(
 
 
 def _train_iterator(
-    config: ml_collections.ConfigDict, source: FolderSubset, local_batch: int, seed: int
+    config: ml_collections.ConfigDict, source: VideoFolderSource, local_batch: int, seed: int
 ):
     d = config.data
     return make_video_dataset(
@@ -243,7 +242,7 @@ def _initial_state(
     return state
 
 
-def _count_failed_reads(source: FolderSubset, keys: Any) -> None:
+def _count_failed_reads(source: VideoFolderSource, keys: Any) -> None:
     """Counts the files that failed to read in this batch (``SampleClip`` replaced them) as
     unreadable, as the scan counts the files it finds bad."""
     if keys is None:
