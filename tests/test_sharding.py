@@ -106,7 +106,7 @@ def test_mesh_errors_through_the_api(sharded):
     assert "latent height H=6 must be divisible by space=4" in e["latent_height"]
     assert "use H=8 or H=4" in e["latent_height"]
     assert "batch 3" in e["batch"] and "data=2" in e["batch"]
-    assert "unknown mesh axis 'fsdp'" in e["axis"]
+    assert "unknown mesh axis 'model'" in e["axis"]
 
 
 @pytest.mark.slow
@@ -160,8 +160,8 @@ def test_make_mesh_and_cli_flag():
     with pytest.raises(ValueError, match=f"needs {n + 1} devices"):
         sharding.make_mesh(1, n + 1)
     mesh = sharding.mesh_from_arg("space=1")
-    assert mesh.axis_names == ("data", "space") and mesh.devices.shape == (1, 1)
-    assert mesh.axis_types == (AxisType.Auto, AxisType.Auto)
+    assert mesh.axis_names == ("data", "fsdp", "space") and mesh.devices.shape == (1, 1, 1)
+    assert mesh.axis_types == (AxisType.Auto,) * 3
     assert sharding.mesh_from_arg(None) is None
     p = argparse.ArgumentParser()
     sharding.add_mesh_arg(p)

@@ -29,9 +29,9 @@ hold no whole clip are skipped, counted and listed with the reason in the manife
 
 How. Shard ``s`` belongs to process ``s % process_count``, which decodes its videos in grain
 worker processes (``--worker_count``) while the devices encode the previous batch; a batch holds
-``batch_size / process_count`` clips of one shard from each process and is sharded over a
-``("data", "space")`` mesh of every device (``--mesh data=D,space=S``; default ``data=`` all
-devices): clips over ``data``, each clip's height over ``space`` (``wfvae_jax.inference.sharding``).
+``batch_size / process_count`` clips of one shard from each process and is sharded over the
+mesh of every device (``wfvae_jax.inference.sharding.make_mesh``; ``--mesh data=D,space=S``;
+default ``data=`` all devices): clips over ``data``, each clip's height over ``space``.
 Long clips go through Causal Cache (``--t_chunk``; default: ``wfvae_jax.auto_t_chunk``; 0: each
 clip at once).
 Results are written to the shard's temporary file; after the shard's last clip it is renamed and

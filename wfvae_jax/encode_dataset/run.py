@@ -25,11 +25,18 @@ from wfvae_jax.encode_dataset.spec import ClipSpec, EncodeOptions, check_clips, 
 from wfvae_jax.encode_dataset.writer import Batch, Loop, events
 from wfvae_jax.inference.api import encode
 from wfvae_jax.inference.multihost import sync_processes
-from wfvae_jax.inference.sharding import activation_sharding, axis_size, make_mesh, parse_mesh
+from wfvae_jax.inference.sharding import (
+    activation_sharding,
+    axis_size,
+    make_mesh,
+    parse_mesh,
+    replicate,
+    replicated,
+)
 
 
 def run_mesh(spec: str | None) -> Mesh:
-    """The run's ``("data", "space")`` mesh over every device of every process.
+    """The run's mesh (``inference.sharding.make_mesh``) over every device of every process.
 
     ``spec`` is ``"data=D,space=S"`` (a missing axis is 1) or ``None`` (``data=`` all devices).
     Raises:
@@ -50,7 +57,7 @@ def run_mesh(spec: str | None) -> Mesh:
 def _make_step(
     config: WFVAEConfig, mesh: Mesh, dtype: Any, t_chunk: int | None, store: str, storage: Any
 ):
-    data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    data = NamedSharding(mesh, P("data"))
 
     def step(params, video, key_data):
         post = encode(params, video, config, dtype=dtype, t_chunk=t_chunk, mesh=mesh)
@@ -62,17 +69,8 @@ def _make_step(
         return {"mean": mean.astype(storage), "logvar": logvar.astype(storage)}
 
     video = activation_sharding(mesh)  # B over "data", H over "space"
-    return compile_options.jit(step, in_shardings=(replicated, video, data), out_shardings=data)
-
-
-def _replicate(params: Any, mesh: Mesh) -> Any:
-    sharding = NamedSharding(mesh, P())
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-    return jax.tree.map(put, params)
+    shardings = (replicated(mesh), video, data)
+    return compile_options.jit(step, in_shardings=shardings, out_shardings=data)
 
 
 def work_items(inputs, num_shards: int, finished: dict, per_shard: int) -> list[dict]:
@@ -147,17 +145,17 @@ def encode_dataset(
     local_batch, (h, w) = batch // n_proc, spec.size
 
     step = _make_step(config, mesh, dtype, options.t_chunk, options.store, storage)
-    replicated = _replicate(params, mesh)
+    params_on_mesh = replicate(params, mesh)
     shapes = jax.eval_shape(  # validates frames and t_chunk before any decoding
         step,
-        replicated,
+        params_on_mesh,
         jax.ShapeDtypeStruct((batch, spec.num_frames, h, w, 3), jnp.float32),
         jax.ShapeDtypeStruct((batch, 2), jnp.uint32),
     )
     run = {
         "processes": n_proc,
         "devices": int(mesh.devices.size),
-        "mesh": dict(mesh.shape),
+        "mesh": {"data": axis_size(mesh, "data"), "space": axis_size(mesh, "space")},
         "batch_size": batch,
     }
     latent_shape = list(next(iter(shapes.values())).shape[1:])
@@ -176,7 +174,7 @@ def encode_dataset(
         disable=not options.progress or proc != 0,
         dynamic_ncols=True,
     )
-    loop = Loop(out, step, replicated, mesh, manifest["spec_hash"], options, bar)
+    loop = Loop(out, step, params_on_mesh, mesh, manifest["spec_hash"], options, bar)
     loop.markers.update(finished)
 
     def on_video(item: dict) -> None:

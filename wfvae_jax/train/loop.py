@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 import wfvae_jax
 from wfvae_jax.data import VideoFolderSource, make_video_dataset, window_span
 from wfvae_jax.errors import UserError
+from wfvae_jax.inference.sharding import make_mesh
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.io.video import abs_error_frames, save_strip_png
 from wfvae_jax.lc import LCSettings
@@ -346,7 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     lpips_params = _load_lpips(cfg, config)
 
     # ---- mesh and data ----
-    mesh = mesh_lib.make_mesh(config.mesh.fsdp)
+    mesh = make_mesh(fsdp=config.mesh.fsdp)
     local_batch = config.data.batch_size // jax.process_count()
     source = _train_source(config, workdir)
     ckpt = RunCheckpoints(workdir, max_to_keep=config.keep_checkpoints)
