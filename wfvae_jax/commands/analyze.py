@@ -321,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(
         rename_flags(sys.argv[1:] if argv is None else argv, _RENAMED_FLAGS)
     )
+    # The plots come last: a missing matplotlib (the eval extra) stops the run before any work.
+    import matplotlib.figure  # noqa: F401
 
     import wfvae_jax
     from wfvae_jax.commands import clip_args

@@ -213,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from wfvae_jax.io.checkpoint import load_model
 
     parser = argparse.ArgumentParser(
+        prog="wfvae latent-stats",
         description="Per-channel mean/std of WF-VAE latents over a dataset; shift = mean, "
         "scale = 1/std for diffusion ((z - shift) * scale).",
         formatter_class=HelpFormatter,

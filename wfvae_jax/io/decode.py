@@ -17,24 +17,96 @@ import av
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 DEFAULT_FPS = 25.0  # used when a container states no frame rate
+# Top-level boxes an MP4/MOV file may start with (ISO/IEC 14496-12; QuickTime).
+_MP4_FIRST_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+
+
+class VideoFileError(ValueError):
+    """A path that is not a readable video (a directory, a truncated or damaged file, no video
+    stream); ``hint`` says what to do (``commands.errors.run`` prints it on a ``hint:`` line)."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+def _truncated_mp4(path: str) -> bool:
+    """Whether an MP4/MOV file ends inside one of its boxes, or before its ``moov`` box (the index
+    a player needs, which muxers write last): what an interrupted download or copy leaves."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            pos, has_moov = 0, False
+            while pos + 8 <= size:
+                f.seek(pos)
+                head = f.read(16)
+                n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if pos == 0 and kind not in _MP4_FIRST_BOXES:
+                    return False  # not an MP4/MOV file
+                if n == 1:  # a 64-bit size follows the type
+                    n = int.from_bytes(head[8:16], "big")
+                elif n == 0:  # the box runs to the end of the file
+                    n = size - pos
+                if n < 8:
+                    return False
+                has_moov |= kind == b"moov"
+                if pos + n > size:
+                    return True
+                pos += n
+    except OSError:
+        return False
+    return pos > 0 and not has_moov
+
+
+def _truncated(path: str) -> VideoFileError:
+    return VideoFileError(
+        f"cannot open video {path}: the file is truncated (it ends before the index a player "
+        "needs, as an interrupted download or copy leaves it)",
+        hint="download or copy it again; an MP4 cut short before its index cannot be read",
+    )
+
+
+def _unreadable(path: str, e: BaseException) -> VideoFileError:
+    """The error for a file FFmpeg cannot open: truncated, damaged, or not a video."""
+    if _truncated_mp4(path):
+        return _truncated(path)
+    reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return VideoFileError(
+        f"cannot open video {path}: the file is damaged, incomplete or not a video (FFmpeg: "
+        f"{reason})",
+        hint=f"check it plays (ffprobe {path}); download or copy it again, or re-encode a "
+        "damaged file (ffmpeg -i IN -c:v libx264 OUT.mp4)",
+    )
 
 
 def open_video(path: str | os.PathLike) -> av.container.InputContainer:
     """Opens ``path`` for decoding (a context manager; :func:`decoded_frames` reads it).
 
     Raises:
-      FileNotFoundError: no such file. ValueError: it cannot be opened or has no video stream.
+      FileNotFoundError: no such file.
+      VideoFileError: a directory; a file FFmpeg cannot open (the message says when it is a
+        truncated MP4) or without a video stream. A ValueError with a ``hint``.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise VideoFileError(
+            f"{path} is a directory, not a video file",
+            hint="pass one video file (mp4, avi, mkv, mov, webm); a folder of videos goes to "
+            "the commands that take --videos DIR",
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file not found: {path}")
     try:
         container = av.open(path, mode="r")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot open video {path}: {type(e).__name__}: {e}") from e
+        raise _unreadable(path, e) from e
     if not container.streams.video:
         container.close()
-        raise ValueError(f"no video stream in {path}")
+        if _truncated_mp4(path):  # cut inside its index: FFmpeg finds no stream
+            raise _truncated(path)
+        raise VideoFileError(
+            f"no video stream in {path}", hint="pass a video file (this one has no video track)"
+        )
     return container
 
 
@@ -53,7 +125,11 @@ def decoded_frames(container: av.container.InputContainer, path: str) -> Iterato
             yield frame
     except (av.error.FFmpegError, OSError) as e:
         if count == 0:
-            raise ValueError(f"cannot decode video {path}: {type(e).__name__}: {e}") from e
+            reason = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
+            raise VideoFileError(
+                f"cannot decode video {path}: its first frame is damaged (FFmpeg: {reason})",
+                hint="re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4) or use another file",
+            ) from e
 
 
 def frame_rate(container: av.container.InputContainer) -> float:
