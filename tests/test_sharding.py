@@ -169,6 +169,24 @@ def test_make_mesh_and_cli_flag():
     assert p.parse_args([]).mesh is None
 
 
+def test_one_mesh_and_replicate_for_training_and_inference():
+    """One builder: axes (data, fsdp, space); a batch splits over data and fsdp."""
+    n = jax.device_count()
+    train = sharding.make_mesh(fsdp=1)  # training: every device on the batch axes
+    assert dict(train.shape) == {"data": n, "fsdp": 1, "space": 1}
+    with pytest.raises(ValueError, match="divide"):
+        sharding.make_mesh(fsdp=n + 1)
+    mesh = AbstractMesh((2, 2, 1), ("data", "fsdp", "space"))
+    assert sharding.activation_spec(mesh) == PartitionSpec(("data", "fsdp"), None, "space")
+    sharding.check_input((4, 9, 64, 48, 3), mesh, "video", 8)
+    with pytest.raises(ValueError, match=r"batch 2 .* data\*fsdp=4"):
+        sharding.check_input((2, 9, 64, 48, 3), mesh, "video", 8)
+    tree = {"w": np.ones((2, 3), np.float32), "aot": jax.ShapeDtypeStruct((4,), np.float32)}
+    placed = sharding.replicate(tree, train)
+    assert placed["w"].sharding == placed["aot"].sharding == sharding.replicated(train)
+    np.testing.assert_array_equal(placed["w"], tree["w"])
+
+
 def test_check_mesh_axis_names_and_types():
     dev = np.array(jax.devices()[:1])
     with pytest.raises(ValueError, match="unknown mesh axis 'x'"):

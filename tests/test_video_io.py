@@ -321,6 +321,26 @@ def test_clip_spec_validation_and_flags():
         assert e.value.hint.startswith(hint)
 
 
+def test_clip_spec_sampling_and_windows_in_one_pass():
+    import dataclasses
+
+    spec = video_io.ClipSpec(num_frames=5, frame_stride=2, resolution=32, clips_per_video=3)
+    assert spec.window_starts(None) == [0, 10, 20] and spec.window_starts(20) == [0, 10]
+    even = dataclasses.replace(spec, sampling="evenly_spaced")
+    assert even.window_starts(20) == [0, 6, 11] and even.window_starts(8) == []
+    with pytest.raises(ValueError, match="frame count"):
+        even.window_starts(None)
+    one = dataclasses.replace(spec, sampling="random", clips_per_video=1)
+    draw = int(np.random.default_rng(3).integers(0, 20 - 9 + 1))
+    assert one.window_starts(20, np.random.default_rng(3)) == [draw]
+    # Overlapping windows cut in one pass equal one read_video per window.
+    with av.open(BIKES) as container:
+        w = video_io.cut_windows(container.decode(video=0), [0, 3, 6], 5, 2, 32)
+    assert w.starts == [0, 3, 6] and w.counts == [5, 5, 5] and w.frames_seen == 15
+    for start, clip in zip(w.starts, w.clips, strict=True):
+        np.testing.assert_array_equal(clip, read_video(BIKES, 5, 2, start, 32))
+
+
 def test_probe_video_and_clip_fps():
     info = video_io.probe_video(BIKES)
     assert (info.height, info.width) == (68, 160) and info.fps_known
