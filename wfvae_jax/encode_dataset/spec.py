@@ -20,7 +20,7 @@ from wfvae_jax.inference.api import DTYPES, parse_dtype
 from wfvae_jax.inference.sharding import parse_mesh
 from wfvae_jax.io.clip_spec import ClipSpec
 from wfvae_jax.io.frames import format_resolution
-from wfvae_jax.io.frames import parse_resolution as video_io_parse_resolution
+from wfvae_jax.io.frames import parse_resolution as parse_resolution_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,11 @@ def compute_dtype(name: str) -> Any:
 
 def parse_resolution(text: str | int | Sequence[int]) -> tuple[int, int]:
     """``"256"`` -> ``(256, 256)``; ``"256x320"`` -> ``(256, 320)`` (height x width); the text
-    forms are ``wfvae_jax.io.video.parse_resolution``'s (``native`` has no fixed size here)."""
+    forms are ``wfvae_jax.io.frames.parse_resolution``'s (``native`` has no fixed size here)."""
     if not isinstance(text, str):
         text = str(int(text)) if isinstance(text, (int, np.integer)) else "x".join(map(str, text))
     try:
-        r = video_io_parse_resolution(text)
+        r = parse_resolution_text(text)
     except ValueError as e:
         raise ValueError(f"--{e}") from e
     if r is None:
