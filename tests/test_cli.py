@@ -7,6 +7,7 @@ with one ``error:`` line.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -235,3 +236,46 @@ def test_missing_optional_package_is_a_user_error(capsys):
 
     with pytest.raises(ModuleNotFoundError):
         run(internal, [])
+
+
+def test_directory_and_truncated_input_are_one_error_with_a_hint(ckpt, tmp_path, capsys):
+    base = ["reconstruct", "--checkpoint", ckpt, "--output", tmp_path / "o.mp4", "--input"]
+    err = wfvae(capsys, *base, tmp_path)
+    assert f"error: {tmp_path} is a directory, not a video file" in err
+    assert "hint: pass one video file" in err and "not found" not in err
+    data = SHORT.read_bytes()  # its moov index is written after the frames, as muxers do
+    for keep in (0.5, 0.9):  # the cut falls in the frames, then in the index
+        cut = tmp_path / f"cut_{keep}.mp4"
+        cut.write_bytes(data[: int(len(data) * keep)])
+        err = wfvae(capsys, *base, cut)
+        assert f"cannot open video {cut}: the file is truncated" in err, err
+        assert "hint: download or copy it again" in err and "Errno" not in err
+    # Not an MP4 cut short but bytes FFmpeg cannot read: no errno, a hint what to check.
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 20)
+    err = wfvae(capsys, *base, junk)
+    assert "damaged, incomplete or not a video" in err and "Errno" not in err
+    assert "hint: check it plays (ffprobe" in err
+
+
+def test_analyze_checks_matplotlib_before_any_work(ckpt, tmp_path, capsys, monkeypatch):
+    work = []
+    monkeypatch.setattr(wfvae_jax, "load_pretrained", lambda *a, **k: work.append("load"))
+    monkeypatch.setattr(wfvae_jax, "encode", lambda *a, **k: work.append("encode"))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    argv = ["analyze", "--checkpoint", ckpt, "--videos", VIDEOS, "--out", tmp_path]
+    err = wfvae(capsys, *argv, "--num_frames", 9, "--resolution", 32)
+    assert "'matplotlib'" in err and "hint: pip install 'wfvae_jax[eval]'" in err
+    assert work == []  # nothing loaded, nothing encoded
+
+
+@pytest.mark.parametrize(
+    "name", ["analyze", "latent-stats", "encode-dataset"], ids=lambda n: n.replace("-", "_")
+)
+def test_help_usage_names_the_wfvae_command(name, capsys):
+    main = importlib.import_module(f"wfvae_jax.commands.{name.replace('-', '_')}").main
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])  # called directly: argparse's prog is not taken from sys.argv
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: wfvae {name} ")

@@ -8,7 +8,7 @@ Usage::
     wfvae train --config configs/cpu_small.py ...         # python train.py
     wfvae latent-stats --checkpoint DIR --videos DIR # python -m wfvae_jax latent-stats
     wfvae analyze --checkpoint DIR --videos DIR           # python -m wfvae_jax analyze
-    wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax.encode_dataset
+    wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax encode-dataset
     wfvae bench causal_cache|throughput|... [ARGS]        # python benchmarks/NAME.py
 
 ``python -m wfvae_jax COMMAND ...`` is the same without the console script. Each subcommand's
@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("wfvae_jax.commands.cli", "train_main", "train or fine-tune (configs/*.py)"),
     "latent-stats": ("wfvae_jax.commands.latent_stats", "main", "per-channel latent shift/scale"),
     "analyze": ("wfvae_jax.commands.analyze", "main", "latent frequency analysis (LC-VAE)"),
-    "encode-dataset": ("wfvae_jax.encode_dataset", "main", "encode a video set to latents"),
+    "encode-dataset": ("wfvae_jax.commands.encode_dataset", "main", "encode a video set to latents"),
     "bench": ("wfvae_jax.commands.cli", "bench_main", "run a benchmark script (benchmarks/)"),
 }
 

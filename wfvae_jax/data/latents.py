@@ -1,4 +1,4 @@
-"""The latent dataset format written by ``python -m wfvae_jax.encode_dataset``, and its reader.
+"""The latent dataset format written by ``wfvae encode-dataset``, and its reader.
 
 This module is the one owner of the format: file names, record encoding, shard commit protocol,
 manifest, and the grain reader :class:`LatentSource` with the :class:`SampleLatent` transform.

@@ -20,14 +20,15 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import wfvae_jax
-from wfvae_jax.data import make_video_dataset, window_span
+from wfvae_jax.data import VideoFolderSource, make_video_dataset, window_span
+from wfvae_jax.inference.sharding import make_mesh
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.lc import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
 from wfvae_jax.train import checkpointing, config_check, writers
 from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.checkpointing import CheckpointWriteError, RunCheckpoints
-from wfvae_jax.train.data import FolderSubset, load_eval_clips
+from wfvae_jax.train.data import load_eval_clips
 from wfvae_jax.train.held_out import evaluate_psnr, save_eval_strip
 from wfvae_jax.train.resume import data_order, initial_state
 from wfvae_jax.train.state import OptimConfig
@@ -101,11 +102,11 @@ def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:
     return params
 
 
-def _train_source(config: ml_collections.ConfigDict, workdir: str) -> FolderSubset:
+def _train_source(config: ml_collections.ConfigDict, workdir: str) -> VideoFolderSource:
     d = config.data
     span = window_span(d.num_frames, d.frame_stride)
     exclude = [*d.exclude, *config.eval.files]
-    source = FolderSubset(
+    source = VideoFolderSource(
         d.train_dir,
         exclude=exclude,
         min_frames=span,
@@ -121,7 +122,7 @@ def _train_source(config: ml_collections.ConfigDict, workdir: str) -> FolderSubs
 
 
 def _train_iterator(
-    config: ml_collections.ConfigDict, source: FolderSubset, local_batch: int, seed: int
+    config: ml_collections.ConfigDict, source: VideoFolderSource, local_batch: int, seed: int
 ):
     d = config.data
     return make_video_dataset(
@@ -138,7 +139,7 @@ def _train_iterator(
     )
 
 
-def _count_failed_reads(source: FolderSubset, keys: Any) -> None:
+def _count_failed_reads(source: VideoFolderSource, keys: Any) -> None:
     """Counts the files that failed to read in this batch (``SampleClip`` replaced them) as
     unreadable, as the scan counts the files it finds bad."""
     if keys is None:
@@ -213,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     lpips_params = _load_lpips(cfg, config)
 
     # ---- mesh and data ----
-    mesh = mesh_lib.make_mesh(config.mesh.fsdp)
+    mesh = make_mesh(fsdp=config.mesh.fsdp)
     local_batch = config.data.batch_size // jax.process_count()
     source = _train_source(config, workdir)
     ckpt = RunCheckpoints(workdir, max_to_keep=config.keep_checkpoints)

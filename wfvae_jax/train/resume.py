@@ -19,7 +19,8 @@ from wfvae_jax.errors import UserError
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.train import checkpointing
 from wfvae_jax.train.checkpointing import RunCheckpoints
-from wfvae_jax.train.data import FolderSubset, data_changes, data_manifest, resumed_data_seed
+from wfvae_jax.data import VideoFolderSource
+from wfvae_jax.train.data import data_changes, data_manifest, resumed_data_seed
 from wfvae_jax.train.state import TrainState
 from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state
 
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def data_order(
-    config: ml_collections.ConfigDict, source: FolderSubset, ckpt: RunCheckpoints
+    config: ml_collections.ConfigDict, source: VideoFolderSource, ckpt: RunCheckpoints
 ) -> tuple[dict[str, Any], bool]:
     """``(manifest, restore_position)``: the data manifest of this run (its ``seed`` seeds the
     sampler) and whether the checkpoint's data position applies.
