@@ -41,7 +41,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("wfvae_jax.commands.cli", "train_main", "train or fine-tune (configs/*.py)"),
     "latent-stats": ("wfvae_jax.commands.latent_stats", "main", "per-channel latent shift/scale"),
     "analyze": ("wfvae_jax.commands.analyze", "main", "latent frequency analysis (LC-VAE)"),
-    "encode-dataset": ("wfvae_jax.commands.encode_dataset", "main", "encode a video set to latents"),
+    "encode-dataset": (
+        "wfvae_jax.commands.encode_dataset",
+        "main",
+        "encode a video set to latents",
+    ),
     "bench": ("wfvae_jax.commands.cli", "bench_main", "run a benchmark script (benchmarks/)"),
 }
 

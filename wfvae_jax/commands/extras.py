@@ -47,7 +47,13 @@ EXTRAS: Mapping[str, Mapping[str, str]] = {
 }
 
 # `wfvae` command -> the extra it needs; commands not listed need only `pip install .`.
-COMMAND_EXTRAS: Mapping[str, str] = {"eval": "eval", "analyze": "eval", "train": "train"}
+# encode-dataset writes array_record shards read through grain: the train extra's input pipeline.
+COMMAND_EXTRAS: Mapping[str, str] = {
+    "eval": "eval",
+    "analyze": "eval",
+    "train": "train",
+    "encode-dataset": "train",
+}
 
 
 def extra_for_package(name: str) -> str | None:

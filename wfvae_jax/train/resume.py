@@ -15,11 +15,11 @@ import ml_collections
 import numpy as np
 
 import wfvae_jax
+from wfvae_jax.data import VideoFolderSource
 from wfvae_jax.errors import UserError
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.train import checkpointing
 from wfvae_jax.train.checkpointing import RunCheckpoints
-from wfvae_jax.data import VideoFolderSource
 from wfvae_jax.train.data import data_changes, data_manifest, resumed_data_seed
 from wfvae_jax.train.state import TrainState
 from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state
