@@ -18,21 +18,11 @@ import wfvae_jax
 from wfvae_jax.commands import cli
 from wfvae_jax.commands.errors import run
 
-from .conftest import DATA, TINY
+from .conftest import DATA
 
 VIDEOS = DATA / "videos"
 SHORT = VIDEOS / "bikes_0000.mp4"  # 20 frames, 160x68
 ROOT = DATA.parents[1]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from wfvae_jax.io.convert import load_reference
-
-    params, config = load_reference(TINY)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    wfvae_jax.save_pretrained(path, params, config)
-    return path
 
 
 @pytest.fixture()
@@ -58,9 +48,9 @@ def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-def test_reconstruct_user_errors(ckpt, tmp_path, not_a_video, capsys, monkeypatch):
+def test_reconstruct_user_errors(tiny_export, tmp_path, not_a_video, capsys, monkeypatch):
     out = tmp_path / "o.mp4"
-    base = ["reconstruct", "--checkpoint", ckpt, "--output", out]
+    base = ["reconstruct", "--checkpoint", tiny_export, "--output", out]
     err = wfvae(capsys, *base, "--input", tmp_path / "missing.mp4")
     assert "video file not found" in err
     assert "cannot open video" in wfvae(capsys, *base, "--input", not_a_video)
@@ -79,8 +69,8 @@ def test_reconstruct_user_errors(ckpt, tmp_path, not_a_video, capsys, monkeypatc
     assert "error: interrupted (Ctrl-C)" in err
 
 
-def test_eval_user_errors(ckpt, tmp_path, capsys, monkeypatch):
-    base = ["eval", "--checkpoint", ckpt, "--out", tmp_path, "--no_progress", "--no_fvd"]
+def test_eval_user_errors(tiny_export, tmp_path, capsys, monkeypatch):
+    base = ["eval", "--checkpoint", tiny_export, "--out", tmp_path, "--no_progress", "--no_fvd"]
     assert "is not a directory" in wfvae(capsys, *base, "--videos", tmp_path / "none")
     err = wfvae(capsys, *base, "--videos", VIDEOS, "--resolution", 100)
     assert "hint: pass --resolution 96" in err
@@ -95,8 +85,15 @@ def test_eval_user_errors(ckpt, tmp_path, capsys, monkeypatch):
     wfvae(capsys, *base, "--videos", VIDEOS, code=130)
 
 
-def test_latent_stats_user_errors(ckpt, tmp_path, capsys, monkeypatch):
-    base = ["latent-stats", "--checkpoint", ckpt, "--out", tmp_path / "s.json", "--no_progress"]
+def test_latent_stats_user_errors(tiny_export, tmp_path, capsys, monkeypatch):
+    base = [
+        "latent-stats",
+        "--checkpoint",
+        tiny_export,
+        "--out",
+        tmp_path / "s.json",
+        "--no_progress",
+    ]
     err = wfvae(capsys, *base, "--videos", VIDEOS, "--resolution", 100)
     assert "hint: pass --resolution 96" in err
     err = wfvae(capsys, *base, "--videos", VIDEOS, "--num_frames", 32, "--resolution", 32)
@@ -107,8 +104,8 @@ def test_latent_stats_user_errors(ckpt, tmp_path, capsys, monkeypatch):
     wfvae(capsys, *base, "--videos", VIDEOS, code=130)
 
 
-def test_analyze_user_errors(ckpt, tmp_path, capsys, monkeypatch):
-    base = ["analyze", "--checkpoint", ckpt, "--out", tmp_path]
+def test_analyze_user_errors(tiny_export, tmp_path, capsys, monkeypatch):
+    base = ["analyze", "--checkpoint", tiny_export, "--out", tmp_path]
     assert "is not a directory" in wfvae(capsys, *base, "--videos", tmp_path / "none")
     err = wfvae(capsys, *base, "--videos", VIDEOS, "--resolution", 40)  # needs multiples of 16
     assert "multiples of 16" in err and "hint: pass --resolution 32" in err

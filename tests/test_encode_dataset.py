@@ -236,7 +236,6 @@ def test_refuses_another_encoding_unless_overwrite(model, video_dir, reference, 
 
 def _child_env(tmp: pathlib.Path) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp / "xla_cache")
     env.pop("XLA_FLAGS", None)
     return env
 

@@ -36,18 +36,6 @@ T, RES = 9, 32
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A converted-checkpoint directory: the random-weight tiny WF-VAE of tests/data/wfvae_tiny
-    (converting is much faster than a first eager ``init_params``)."""
-    from wfvae_jax.io.convert import load_reference
-
-    params, config = load_reference(DATA / "wfvae_tiny")
-    path = tmp_path_factory.mktemp("tiny_ckpt")
-    wfvae_jax.save_pretrained(path, params, config)
-    return path
-
-
-@pytest.fixture(scope="module")
 def alex_weights(tmp_path_factory):
     """A random AlexNet LPIPS backbone in wfvae_jax's safetensors layout (seeded He init)."""
     rng = np.random.default_rng(2)
@@ -64,12 +52,12 @@ def alex_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cli_run(ckpt, alex_weights, tmp_path_factory):
+def cli_run(tiny_export, alex_weights, tmp_path_factory):
     """eval.py on 3 clips in batches of 2 (the last one padded), 9 frames, 32x32: direct vs
     Causal Cache (default chunks), LPIPS, arrays. Every model run in this module uses batches
     of 2, so each program compiles once."""
     out = tmp_path_factory.mktemp("eval_out")
-    argv = ["--checkpoint", str(ckpt), "--videos", str(VIDEOS), "--num_frames", str(T)]
+    argv = ["--checkpoint", str(tiny_export), "--videos", str(VIDEOS), "--num_frames", str(T)]
     argv += ["--resolution", str(RES), "--max_videos", "3", "--batch_size", "2"]
     argv += ["--causal_cache"]  # default chunks: 8 frames (encoder) / 2 latent frames (decoder)
     argv += ["--lpips_weights", str(alex_weights), "--no_fvd", "--save_arrays"]
@@ -168,8 +156,8 @@ def _stub_features(videos):
 
 
 @pytest.mark.slow  # runs the model (compiles on first use)
-def test_eval_fvd_over_the_whole_set_and_lpips_skip(ckpt, tmp_path):
-    params, config = wfvae_jax.load_pretrained(ckpt)
+def test_eval_fvd_over_the_whole_set_and_lpips_skip(tiny_export, tmp_path):
+    params, config = wfvae_jax.load_pretrained(tiny_export)
     clips = FolderClips(VIDEOS, T, RES, max_videos=3)
     opts = EvalOptions(save_arrays=True, num_visuals=0, batch_size=2)
     res = evaluate(params, config, clips, tmp_path, opts, fvd_feature_fn=_stub_features,
@@ -220,8 +208,8 @@ def _fake_workdir(path, params, config):
 
 
 @pytest.mark.slow  # runs the model (compiles on first use)
-def test_workdir_loads_ema_by_default(ckpt, tmp_path):
-    params, config = wfvae_jax.load_pretrained(ckpt)
+def test_workdir_loads_ema_by_default(tiny_export, tmp_path):
+    params, config = wfvae_jax.load_pretrained(tiny_export)
     ema = _fake_workdir(tmp_path, params, config)
     got, got_config = load_train_checkpoint(tmp_path)
     assert got_config == config
@@ -250,9 +238,9 @@ def test_channel_moments_match_numpy():
 
 
 @pytest.mark.slow  # runs the model (compiles on first use)
-def test_latent_stats_write_config_roundtrip(ckpt, tmp_path):
-    ckpt_copy = tmp_path / "ckpt"
-    shutil.copytree(ckpt, ckpt_copy)
+def test_latent_stats_write_config_roundtrip(tiny_export, tmp_path):
+    ckpt_copy = tmp_path / "tiny_export"
+    shutil.copytree(tiny_export, ckpt_copy)
     argv = ["--checkpoint", str(ckpt_copy), "--videos", str(VIDEOS), "--num_frames", str(T)]
     argv += ["--resolution", str(RES), "--max_videos", "3", "--batch_size", "2"]
     argv += ["--write_config", "--no_progress"]
@@ -299,7 +287,7 @@ def test_tfds_clips_are_the_first_frames_of_each_record(tmp_path):
 
 
 @pytest.mark.slow  # runs the model (compiles on first use)
-def test_eval_metrics_run_in_bounded_chunks(ckpt, tmp_path, monkeypatch):
+def test_eval_metrics_run_in_bounded_chunks(tiny_export, tmp_path, monkeypatch):
     """eval's PSNR and SSIM see at most the pixel budget per call (fails without chunking)."""
     import importlib
 
@@ -316,7 +304,7 @@ def test_eval_metrics_run_in_bounded_chunks(ckpt, tmp_path, monkeypatch):
     for name in ("psnr", "ssim"):
         monkeypatch.setattr(importlib.import_module(f"wfvae_jax.metrics.{name}"),
                             "map_frame_chunks", spy)  # fmt: skip
-    params, config = wfvae_jax.load_pretrained(ckpt)
+    params, config = wfvae_jax.load_pretrained(tiny_export)
     res = evaluate(params, config, FolderClips(VIDEOS, T, RES, max_videos=1), tmp_path,
                    EvalOptions(num_visuals=0, batch_size=2, fvd=False), progress=False)  # fmt: skip
     assert seen == [4, 4] and np.isfinite(res["metrics"]["ssim"]["mean"])

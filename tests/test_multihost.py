@@ -22,10 +22,8 @@ import numpy as np
 import pytest
 
 import wfvae_jax
-from tests.conftest import TINY
 from wfvae_jax.data import LatentSource
 from wfvae_jax.data import latents as fmt
-from wfvae_jax.io.convert import load_reference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VIDEOS = REPO / "tests" / "data" / "videos"
@@ -41,7 +39,6 @@ def _free_port() -> int:
 def _env(tmp: pathlib.Path, devices: int, process: tuple[int, int, int] | None) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp / "xla_cache")
     if process is not None:
         port, index, count = process
         env.update(
@@ -78,15 +75,8 @@ def _run(cmd: list[str], tmp: pathlib.Path, devices: int, processes: int) -> lis
     return outs
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("ckpt"))
-    wfvae_jax.save_pretrained(path, *load_reference(TINY))
-    return path
-
-
 @pytest.mark.slow
-def test_encode_two_processes_equal_one(ckpt, tmp_path):
+def test_encode_two_processes_equal_one(tiny_export, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(VIDEOS, videos)
     (videos / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
@@ -94,7 +84,7 @@ def test_encode_two_processes_equal_one(ckpt, tmp_path):
     # skipped) in 2 steps, process 1 shards 1, 3, 5 (2 + 1 + 1) in 3, so process 0 takes its
     # last step with an empty batch.
     cmd = [
-        sys.executable, "-m", "wfvae_jax", "encode-dataset", "--checkpoint", ckpt,
+        sys.executable, "-m", "wfvae_jax", "encode-dataset", "--checkpoint", str(tiny_export),
         "--videos", str(videos), "--num_frames", "9", "--resolution", "32x48",
         "--clips_per_video", "2", "--videos_per_shard", "1", "--worker_count", "0",
         "--no_progress",
