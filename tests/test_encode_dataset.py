@@ -127,8 +127,8 @@ def test_records_equal_encode_of_each_clip(model, video_dir, reference):
     assert "3 decodable frames" in next(
         s["reason"] for s in m["skipped"] if s["kind"] != "unreadable"
     )
-    # The reference's 4-entry placeholder scale/shift, broadcast to the 8 latent channels.
-    assert m["scale"] == [0.18215] * 8 and m["shift"] == [0.0] * 8
+    # The reference's 4-entry placeholder scale/shift on 8 latent channels: no statistics.
+    assert m["scale"] is None and m["shift"] is None
     assert m["spec"]["model"]["config"]["latent_dim"] == 8 and m["spec"]["clips"]["num_frames"] == 9
     assert sorted(os.listdir(out)) == sorted(
         [fmt.MANIFEST]
@@ -163,22 +163,29 @@ def test_sample_store_bfloat16_with_stride(model, video_dir, tmp_path):
         assert np.abs(it["latent"] - (mean + std * np.asarray(other))).max() > 0.1
 
 
-def test_sample_transform_and_jitted_step(reference):
+def test_sample_transform_and_jitted_step(reference, model):
     source = LatentSource(reference[0])
+    with pytest.raises(ValueError, match="latent-stats"):  # the manifest records no statistics
+        source.sample_transform()
+    config = model[1].replace(scale=(0.18215,), shift=(0.0,))  # as latent-stats would write
     item = source[0]
     eps = np.random.default_rng(0).standard_normal(item["mean"].shape, dtype=np.float32)
     z = item["mean"] + np.exp(0.5 * item["logvar"]) * eps
-    got = source.sample_transform().random_map(item, np.random.default_rng(0))
-    np.testing.assert_allclose(got["latent"], (z - source.shift) * source.scale, rtol=1e-6)
+    got = source.sample_transform(config=config).random_map(item, np.random.default_rng(0))
+    np.testing.assert_allclose(got["latent"], z * 0.18215, rtol=1e-6)
     assert got["video"] == item["video"] and got["start"] == item["start"]
-    mode = source.sample_transform(sample=False).random_map(item, np.random.default_rng(0))
-    np.testing.assert_allclose(mode["latent"], (item["mean"] - 0.0) * 0.18215, rtol=1e-6)
+    mode = source.sample_transform(sample=False, config=config)
+    got = mode.random_map(item, np.random.default_rng(0))
+    np.testing.assert_allclose(got["latent"], (item["mean"] - 0.0) * 0.18215, rtol=1e-6)
 
-    def losses(seed):  # the README example
+    def losses(seed):  # the docs/latents.md example
         loader = grain.DataLoader(
             data_source=source,
             sampler=grain.samplers.IndexSampler(len(source), shuffle=True, seed=seed, num_epochs=1),
-            operations=[source.sample_transform(), grain.transforms.Batch(2, drop_remainder=True)],
+            operations=[
+                source.sample_transform(config=config),
+                grain.transforms.Batch(2, drop_remainder=True),
+            ],
         )
 
         @jax.jit

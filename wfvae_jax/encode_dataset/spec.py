@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.core.latents import latent_scale_shift
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.inference.api import DTYPES, parse_dtype
 from wfvae_jax.inference.sharding import parse_mesh
@@ -146,32 +147,24 @@ def params_hash(params: Any) -> str:
     return h.hexdigest()
 
 
-def scale_shift(config: WFVAEConfig) -> tuple[list[float], list[float]]:
-    """The config's ``scale``/``shift`` as ``latent_dim`` entries each.
+def scale_shift(config: WFVAEConfig) -> tuple[list[float] | None, list[float] | None]:
+    """The config's ``scale``/``shift`` for the manifest, by the one rule
+    :func:`wfvae_jax.core.latents.latent_scale_shift` (``latent_dim`` entries, or 1 for all).
 
-    The reference's 4-entry placeholders (all entries equal) broadcast to every channel, with a
-    warning: measure real values with ``wfvae latent-stats --write_config``.
-    Raises ValueError for any other length mismatch.
+    A config without per-channel statistics (the reference's 4-entry placeholder on a model of
+    another ``latent_dim``) records ``(None, None)`` (``null`` in the manifest) with one warning:
+    the latents are stored unnormalised either way, and ``LatentSource`` then asks for the
+    config that ``wfvae latent-stats --write_config`` writes.
+    Raises ValueError for non-finite or zero entries (as ``latent_scale_shift``).
     """
-    c = config.latent_dim
-    out = []
-    for name in ("scale", "shift"):
-        v = [float(x) for x in getattr(config, name)]
-        if len(v) != c:
-            if len(set(v)) != 1:
-                raise ValueError(f"config {name} has {len(v)} entries, latent_dim is {c}")
-            logger.warning(
-                "config %s %s has %d entries for %d channels (the reference's placeholder); "
-                "using %g for every channel. Measure real values with wfvae latent-stats.",
-                name,
-                v,
-                len(v),
-                c,
-                v[0],
-            )
-            v = v[:1] * c
-        out.append(v)
-    return out[0], out[1]
+    try:
+        scale, shift = latent_scale_shift(config)
+    except ValueError as e:
+        if "entries" not in str(e):
+            raise
+        logger.warning("no per-channel latent statistics recorded in the manifest: %s", e)
+        return None, None
+    return scale.tolist(), shift.tolist()
 
 
 def spec_dict(params, config, inputs, spec: ClipSpec, options: EncodeOptions) -> dict:
