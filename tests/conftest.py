@@ -10,12 +10,17 @@ are honest; ``WFVAE_TEST_XLA_CACHE=DIR`` keeps it in DIR instead (CI shares one 
 and the slow tier; a developer can keep one across runs).
 """
 
+import atexit
 import os
 import pathlib
+import shutil
 import tempfile
 
 # Before jax is imported: subprocesses inherit the environment, this process reads it at import.
-XLA_CACHE = os.environ.get("WFVAE_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="wfvae_jax_xla_")
+XLA_CACHE = os.environ.get("WFVAE_TEST_XLA_CACHE")
+if not XLA_CACHE:
+    XLA_CACHE = tempfile.mkdtemp(prefix="wfvae_jax_xla_")
+    atexit.register(shutil.rmtree, XLA_CACHE, ignore_errors=True)
 XLA_CACHE_MIN_COMPILE_S = 0.3
 os.makedirs(XLA_CACHE, exist_ok=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = XLA_CACHE
@@ -84,8 +89,11 @@ _CACHE_DIR_AT_START = jax.config.jax_compilation_cache_dir
 # compiled model here), and jax's caches keep every executable of the session alive. The suite
 # compiles thousands of functions in one process, which reaches the kernel's per-process limit
 # on mappings (vm.max_map_count, 65,530 by default) after ~110 tests; LLVM's JIT then segfaults
-# inside a compile (CI exit 139). Dropping jax's caches unmaps them.
+# inside a compile (CI exit 139). Dropping jax's caches releases the executables of finished
+# tests and unmaps them; nothing compiled is lost, because every executable is also in the
+# persistent cache (``XLA_CACHE``), from which a later test reloads it instead of compiling.
 _MAX_MAPS_BEFORE_CLEAR = 20_000
+_CLEARS: list[str] = []
 
 
 def _num_memory_maps() -> int:
@@ -97,14 +105,23 @@ def _num_memory_maps() -> int:
 
 
 @pytest.fixture(autouse=True)
-def _bounded_memory_maps():
-    """Clears jax's compilation caches after a test once the process holds many mappings."""
+def _bounded_memory_maps(request):
+    """Releases jax's in-memory executables after a test once the process holds many mappings."""
     yield
     if _num_memory_maps() > _MAX_MAPS_BEFORE_CLEAR:
         import gc
 
         jax.clear_caches()
         gc.collect()
+        _CLEARS.append(request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    files = sum(1 for _ in pathlib.Path(XLA_CACHE).glob("*")) if os.path.isdir(XLA_CACHE) else 0
+    terminalreporter.write_line(
+        f"XLA cache: {XLA_CACHE} ({files} entries); in-memory executables released "
+        f"{len(_CLEARS)} times at {_MAX_MAPS_BEFORE_CLEAR} memory mappings"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ def test_cpu_options_only_on_cpu():
     assert compile_options.options("gpu", extra) == {}
 
 
-@pytest.mark.parametrize("t_chunk", [0, 4])
+@pytest.mark.parametrize("t_chunk", [0, pytest.param(4, marks=pytest.mark.slow)])
 def test_encode_compiles_without_ynn_fusions(tiny, t_chunk):
     config, params = tiny
     x = jnp.zeros((1, 9, 32, 32, 3), jnp.float32)
@@ -40,6 +40,7 @@ def test_encode_compiles_without_ynn_fusions(tiny, t_chunk):
     assert YNN not in ours
 
 
+@pytest.mark.slow  # another ~20 s compile; the encoder case above checks the same option path
 def test_decode_compiles_without_ynn_fusions(tiny):
     config, params = tiny
     z = jnp.zeros((1, 3, 4, 4, config.latent_dim), jnp.float32)

@@ -61,7 +61,11 @@ def test_round_trip_through_reference_layout(overrides):
             **overrides,
         }
     )
-    params = wfvae_jax.init_params(cfg, jax.random.key(0))
+    # Distinct random values in every entry (init's zero biases and unit scales would hide a
+    # swapped pair); shapes from tracing init, without compiling it.
+    shapes = jax.eval_shape(lambda: wfvae_jax.init_params(cfg, jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
     sd = params_to_torch_state_dict(params)
     # Torch layout: (O, I, kt, kh, kw) for 3D kernels.
     k = sd["decoder.conv_in.conv.weight"]

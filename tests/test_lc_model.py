@@ -8,16 +8,11 @@ from wfvae_jax import lc
 from wfvae_jax.lc import LCVAE
 
 
-def test_lcvae_forward_equals_encode_compress_decode():
-    cfg = wfvae_jax.WFVAEConfig(
-        base_channels=8,
-        encoder_energy_flow_hidden_size=8,
-        decoder_energy_flow_hidden_size=8,
-        norm_type="layernorm",
-        t_interpolation="trilinear",
-    )
-    params = wfvae_jax.init_params(cfg, jax.random.key(0))
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 33, 16, 16, 3)).astype(np.float32)
+def test_lcvae_forward_equals_encode_compress_decode(tiny):
+    # The tiny reference checkpoint on its 33-frame clip: encode/decode of this shape are the
+    # programs other tests compile (the session shares them).
+    params, cfg, vec = tiny
+    x = np.moveaxis(vec["long/x"], 1, -1)
     model = LCVAE(cfg)
     # Same parameter tree as WF-VAE: checkpoints load unchanged.
     lc_params = jax.eval_shape(
