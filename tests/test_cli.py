@@ -132,7 +132,7 @@ def test_dispatcher_and_bench_errors(capsys, monkeypatch):
     assert e.value.code == 2 and "usage: wfvae COMMAND" in capsys.readouterr().out
 
 
-def test_required_extra_is_checked_before_any_work(ckpt, tmp_path, capsys, monkeypatch):
+def test_required_extra_is_checked_before_any_work(tiny_export, tmp_path, capsys, monkeypatch):
     """`wfvae analyze` without matplotlib stops before it loads or encodes anything."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec: not installed
 
@@ -141,7 +141,7 @@ def test_required_extra_is_checked_before_any_work(ckpt, tmp_path, capsys, monke
 
     monkeypatch.setattr(wfvae_jax, "load_pretrained", must_not_run)
     monkeypatch.setattr("wfvae_jax.io.checkpoint.load_pretrained", must_not_run)
-    err = wfvae(capsys, "analyze", "--checkpoint", ckpt, "--videos", VIDEOS, "--out", tmp_path)
+    err = wfvae(capsys, "analyze", "--checkpoint", tiny_export, "--videos", VIDEOS, "--out", tmp_path)
     assert "`wfvae analyze` needs the 'eval' extra; not installed: matplotlib" in err
     assert "hint: pip install 'wfvae_jax[eval]'" in err
     assert not list(tmp_path.iterdir())
@@ -235,8 +235,8 @@ def test_missing_optional_package_is_a_user_error(capsys):
         run(internal, [])
 
 
-def test_directory_and_truncated_input_are_one_error_with_a_hint(ckpt, tmp_path, capsys):
-    base = ["reconstruct", "--checkpoint", ckpt, "--output", tmp_path / "o.mp4", "--input"]
+def test_directory_and_truncated_input_are_one_error_with_a_hint(tiny_export, tmp_path, capsys):
+    base = ["reconstruct", "--checkpoint", tiny_export, "--output", tmp_path / "o.mp4", "--input"]
     err = wfvae(capsys, *base, tmp_path)
     assert f"error: {tmp_path} is a directory, not a video file" in err
     assert "hint: pass one video file" in err and "not found" not in err
@@ -253,18 +253,6 @@ def test_directory_and_truncated_input_are_one_error_with_a_hint(ckpt, tmp_path,
     err = wfvae(capsys, *base, junk)
     assert "damaged, incomplete or not a video" in err and "Errno" not in err
     assert "hint: check it plays (ffprobe" in err
-
-
-def test_analyze_checks_matplotlib_before_any_work(ckpt, tmp_path, capsys, monkeypatch):
-    work = []
-    monkeypatch.setattr(wfvae_jax, "load_pretrained", lambda *a, **k: work.append("load"))
-    monkeypatch.setattr(wfvae_jax, "encode", lambda *a, **k: work.append("encode"))
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    argv = ["analyze", "--checkpoint", ckpt, "--videos", VIDEOS, "--out", tmp_path]
-    err = wfvae(capsys, *argv, "--num_frames", 9, "--resolution", 32)
-    assert "'matplotlib'" in err and "hint: pip install 'wfvae_jax[eval]'" in err
-    assert work == []  # nothing loaded, nothing encoded
 
 
 @pytest.mark.parametrize(
