@@ -141,7 +141,8 @@ def test_required_extra_is_checked_before_any_work(tiny_export, tmp_path, capsys
 
     monkeypatch.setattr(wfvae_jax, "load_pretrained", must_not_run)
     monkeypatch.setattr("wfvae_jax.io.checkpoint.load_pretrained", must_not_run)
-    err = wfvae(capsys, "analyze", "--checkpoint", tiny_export, "--videos", VIDEOS, "--out", tmp_path)
+    argv = ["analyze", "--checkpoint", tiny_export, "--videos", VIDEOS, "--out", tmp_path]
+    err = wfvae(capsys, *argv)
     assert "`wfvae analyze` needs the 'eval' extra; not installed: matplotlib" in err
     assert "hint: pip install 'wfvae_jax[eval]'" in err
     assert not list(tmp_path.iterdir())
