@@ -68,8 +68,10 @@ def run_sections(names: list[str], namespace: dict, cwd: pathlib.Path) -> None:
 
 SECTIONS = list(doc_sections())
 # Sections whose programs take minutes to compile for CPU (the gradient of chunked decoding is
-# the largest: ~1 min alone on an idle 2-core machine); the others compile in seconds.
+# the largest: ~1 min alone on an idle 2-core machine), and the model step under an outer jit
+# (~25 s); the fast tier runs the normalisation section.
 SLOW = {
+    "Encode inside your own `jit`, next to a model step",
     "Decode inside a loss under `jax.grad`, direct and chunked",
     "bfloat16",
     MESH,

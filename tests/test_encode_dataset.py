@@ -137,6 +137,7 @@ def test_records_equal_encode_of_each_clip(model, video_dir, reference):
     )
 
 
+@pytest.mark.slow  # another clip spec and dtype: a second encoder compile (~30 s)
 def test_sample_store_bfloat16_with_stride(model, video_dir, tmp_path):
     """``store="sample"``: each latent is the posterior draw under the clip's own key."""
     params, config = model
@@ -359,6 +360,7 @@ def test_tfds_input(model, tfds_dir, tmp_path):
         assert it["fps"] == 0.0 and list(it["size"]) == [68, 160]
 
 
+@pytest.mark.slow  # a 4-device child process
 def test_mesh_data_and_space_equals_single_device(model, video_dir, reference, tmp_path):
     """``--mesh data=2,space=2`` on 4 CPU devices (clips over "data", each clip's height over
     "space") writes the records of the single-device run (to float tolerance: the sharded
