@@ -114,12 +114,13 @@ def help_text(argv: Sequence[str] = ()) -> str:
     argv = [a for a in argv if a not in _HELP_FLAGS]
     source = "the default config"
     config = None
-    if _config_arg(argv) is not None:
+    found = _config_arg(argv)
+    if found is not None:
         try:
             config = parse_flags([*argv, "--workdir", "."]).config
-            source = f"--config {_config_arg(argv)[2]}"
-        except UserError:
-            config = None
+            source = f"--config {found[2]}"
+        except UserError as e:
+            source = f"the default config; --config {found[2]} does not load: {e}"
     if config is None:
         from wfvae_jax.configs import default
 
