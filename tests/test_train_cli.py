@@ -281,3 +281,17 @@ def test_installed_package_trains_from_another_directory_with_plain_lines(tmp_pa
     records = [json.loads(x) for x in (workdir / writers.METRICS_LOG).read_text().splitlines()]
     assert {r["step"] for r in records if "train/total_loss" in r} == {2}
     assert [r["step"] for r in records if "eval/psnr_ema" in r] == [0, 2]
+
+
+def test_demo_config_checks_and_exports_a_few_megabytes():
+    import jax
+
+    from wfvae_jax.core.model import init_params
+    from wfvae_jax.train import config_check
+
+    config = train_cmd.parse_flags(["--config", "demo", "--workdir", "w"]).config
+    config.data.train_dir, config.eval.files = str(VIDEOS), (str(HELD_OUT),)
+    model = config_check.check_config(config)
+    shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+    num_params = sum(x.size for x in jax.tree.leaves(shapes))
+    assert num_params == 1_333_048  # a float32 export of 5.3 MB
