@@ -153,9 +153,10 @@ def test_progress_without_a_terminal_prints_plain_lines(caplog, capsys):
     caplog.set_level(logging.INFO)
     means = {"train/total_loss": 12.5, "train/rec_loss": 3.0, "train/g_loss": 0.25}
     results = {"eval/psnr_ema": 10.0, "eval/ssim_ema": 0.5, "eval/psnr_raw": 9.0}
+    results["eval/ssim_raw"] = 0.25
     bar = progress.Progress(4, 0, bar=False)
     bar.set_phase(progress.EVALUATING)
-    bar.evaluated(0, results, "s/step_0.png")
+    bar.evaluated(0, results, "/w/samples/step_0.png")
     bar.update(1)
     bar.update(2)
     bar.running(2)
@@ -166,8 +167,8 @@ def test_progress_without_a_terminal_prints_plain_lines(caplog, capsys):
     lines = [r.getMessage() for r in caplog.records if r.name == progress.__name__]
     assert lines[0] == "compiling (first step) ..."
     assert lines[1] == (
-        "eval step 0: held-out PSNR 10.00 dB SSIM 0.500 (EMA weights), raw 9.00 dB nan -> "
-        "s/step_0.png"
+        "eval step 0: held-out PSNR 10.00 dB, SSIM 0.500 (EMA weights); raw 9.00 dB, 0.250 -> "
+        "samples/step_0.png"
     )
     assert re.fullmatch(r"compiled; first steps done in \d+ s", lines[2])
     assert lines[3] == "step 2/4  loss 12.5  rec 3"  # not timed yet: no rate, no ETA
@@ -269,7 +270,7 @@ def test_installed_package_trains_from_another_directory_with_plain_lines(tmp_pa
     err = proc.stderr
     assert "\r" not in err and "%|" not in err  # no progress bar without a terminal
     assert re.search(r"INFO compiling \(first step\) \.\.\.$", err, re.M)
-    assert re.search(r"INFO eval step 0: held-out PSNR [\d.]+ dB SSIM [\d.]+ \(EMA", err, re.M)
+    assert re.search(r"INFO eval step 0: held-out PSNR [\d.]+ dB, SSIM [\d.]+ \(EMA", err, re.M)
     assert re.search(r"INFO step 2/2  loss \S+  rec \S+", err, re.M)
     assert "[2] train/" not in err  # the full metrics go to the JSON log and TensorBoard
     out = proc.stdout.splitlines()

@@ -95,12 +95,14 @@ def short_line(step: int, total: int, means: Mapping[str, float], rate: float, e
 
 
 def eval_line(step: int, results: Mapping[str, float], png: str) -> str:
-    """``eval step 50: held-out PSNR 14.83 dB SSIM 0.412 (EMA), raw 14.10 dB 0.398 -> PNG``."""
-    r = results
+    """``eval step 50: held-out PSNR 14.83 dB, SSIM 0.412 (EMA weights); raw 14.10 dB, 0.398 ->
+    samples/step_0000050.png`` (the PNG relative to WORKDIR)."""
+    r, nan = results, float("nan")
+    shown = os.path.join(*png.split(os.sep)[-2:]) if png else ""
     return (
-        f"eval step {step}: held-out PSNR {r['eval/psnr_ema']:.2f} dB SSIM "
-        f"{r.get('eval/ssim_ema', float('nan')):.3f} (EMA weights), raw {r['eval/psnr_raw']:.2f} "
-        f"dB {r.get('eval/ssim_raw', float('nan')):.3f} -> {png}"
+        f"eval step {step}: held-out PSNR {r['eval/psnr_ema']:.2f} dB, SSIM "
+        f"{r.get('eval/ssim_ema', nan):.3f} (EMA weights); raw {r['eval/psnr_raw']:.2f} dB, "
+        f"{r.get('eval/ssim_raw', nan):.3f} -> {shown}"
     )
 
 
