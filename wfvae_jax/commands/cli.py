@@ -5,7 +5,7 @@ Usage::
     wfvae convert RELEASE_DIR OUT_DIR                     # python -m wfvae_jax convert
     wfvae reconstruct --checkpoint DIR --input VIDEO ...  # python -m wfvae_jax reconstruct
     wfvae eval --checkpoint DIR --videos DIR ...          # python eval.py
-    wfvae train --config configs/cpu_small.py ...         # python train.py
+    wfvae train --config cpu_small --workdir DIR ...      # python train.py
     wfvae latent-stats --checkpoint DIR --videos DIR # python -m wfvae_jax latent-stats
     wfvae analyze --checkpoint DIR --videos DIR           # python -m wfvae_jax analyze
     wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax encode-dataset
@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("wfvae_jax.commands.convert", "main", "convert a PyTorch WF-VAE checkpoint"),
     "reconstruct": ("wfvae_jax.commands.reconstruct", "main", "encode + decode a video, PSNR/SSIM"),
     "eval": ("wfvae_jax.commands.eval", "main", "PSNR/SSIM/LPIPS/FVD over a video set"),
-    "train": ("wfvae_jax.commands.cli", "train_main", "train or fine-tune (configs/*.py)"),
+    "train": ("wfvae_jax.commands.cli", "train_main", "train or fine-tune (--config NAME|FILE)"),
     "latent-stats": ("wfvae_jax.commands.latent_stats", "main", "per-channel latent shift/scale"),
     "analyze": ("wfvae_jax.commands.analyze", "main", "latent frequency analysis (LC-VAE)"),
     "encode-dataset": (
@@ -48,15 +48,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "bench": ("wfvae_jax.commands.cli", "bench_main", "run a benchmark script (benchmarks/)"),
 }
-
-
-# What to run instead while a subcommand's module is missing from an installed version.
-_FALLBACK = {
-    "train": "from a source checkout: python train.py --config configs/cpu_small.py --workdir DIR",
-}
-# Where the training command's main will live in the package; until then `wfvae train` runs the
-# checkout's train.py.
-TRAIN_MODULE = "wfvae_jax.commands.train"
 
 
 def _usage() -> str:
@@ -88,7 +79,7 @@ def resolve(name: str) -> Callable[[Sequence[str]], Any]:
         if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise UserError(
                 f"`wfvae {name}` is not available in this version ({module_name} is missing)",
-                hint=_FALLBACK.get(name, "install a newer wfvae_jax (pip install -U .)"),
+                hint="install a newer wfvae_jax (pip install -U .)",
             ) from e
         user = missing_package_error(e)
         hint = user.hint if user else install_hint(COMMAND_EXTRAS.get(name, "dev"))
@@ -117,26 +108,12 @@ def _run_script(script: str, argv: Sequence[str]) -> int:
 
 
 def train_main(argv: Sequence[str]) -> Any:
-    """``wfvae train ARGS``: the package's training command (:data:`TRAIN_MODULE`), or the source
-    checkout's ``train.py ARGS`` (absl flags: ``--config configs/X.py --workdir DIR``).
+    """``wfvae train ARGS``: :func:`wfvae_jax.commands.train.main` (``--config NAME|FILE
+    --workdir DIR``; the packaged configs ship in the package, so it runs from any directory
+    and from an installed wheel). Returns its exit status."""
+    from wfvae_jax.commands import train
 
-    Raises:
-      UserError: neither is there (an installed wheel without the training command).
-    """
-    try:
-        module = importlib.import_module(TRAIN_MODULE)
-    except ModuleNotFoundError as e:
-        if e.name is None or not TRAIN_MODULE.startswith(e.name):
-            raise
-        script = _checkout_path("train.py")
-        if script is None:
-            raise UserError(
-                "`wfvae train` is not available in this version (no commands.train, and no "
-                "source checkout with train.py)",
-                hint=_FALLBACK["train"],
-            ) from e
-        return _run_script(script, argv)
-    return module.main(argv)
+    return train.main(argv)
 
 
 def bench_main(argv: Sequence[str]) -> int:

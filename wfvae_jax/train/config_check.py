@@ -17,12 +17,12 @@ from typing import Any
 import ml_collections
 
 import wfvae_jax
+from wfvae_jax import configs
+from wfvae_jax.configs import default
 from wfvae_jax.core.config import NAMED_CONFIGS, WFVAEConfig
 from wfvae_jax.errors import UserError
 from wfvae_jax.io import checkpoint as layout
 
-# Config subtrees whose keys are not fixed by configs/default.py.
-_FREE = {"model.overrides"}
 CROPS = ("random", "center")
 PARALLELISMS = ("gspmd", "shard_map")
 LPIPS_NETS = ("vgg", "alex")
@@ -32,36 +32,25 @@ def _set(field: str, value: Any) -> str:
     return f"--config.{field}={value}"
 
 
-def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and name not in _FREE:
-            yield from _leaves(value, name + ".")
-        else:
-            yield name
+def _leaves(tree: Mapping[str, Any]) -> Iterator[str]:
+    return (name for name, _ in configs.leaves(tree))
 
 
-def default_keys() -> set[str] | None:
-    """Every leaf field of configs/default.py (``data.num_frames``, ...); None without it."""
-    try:
-        from configs import default
-    except ImportError:  # an installed package without the repository's configs/
-        return None
+def default_keys() -> set[str]:
+    """Every leaf field of the default config (``data.num_frames``, ...)."""
     return set(_leaves(default.get_config().to_dict()))
 
 
 def check_keys(config: ml_collections.ConfigDict) -> None:
-    """Raises UserError for a key that configs/default.py does not define (a typo)."""
+    """Raises UserError for a key that the default config does not define (a typo)."""
     known = default_keys()
-    if known is None:
-        return
     for name in _leaves(config.to_dict()):
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
             guess = f"; did you mean {close[0]}?" if close else ""
             raise UserError(
                 f"unknown config field {name}{guess}",
-                hint="every field is listed, with its meaning, in configs/default.py",
+                hint="wfvae train --help lists every field with its meaning",
             )
     overrides = dict(config.model.get("overrides", {}))
     fields = {f.name for f in dataclasses.fields(WFVAEConfig) if f.init}
@@ -147,7 +136,7 @@ def check_config(
 ) -> WFVAEConfig:
     """Validates every field of a training config; returns the model's :class:`WFVAEConfig`.
 
-    Checks (in this order): unknown keys (typos, against configs/default.py); step counts;
+    Checks (in this order): unknown keys (typos, against the default config); step counts;
     ``init_from`` (exists, is a workdir with a checkpoint or a converted checkpoint); the model
     (name, overrides); ``data.train_dir`` (a directory); frame counts (``data.num_frames``,
     ``eval.num_frames``: ``1 + k * temporal_downsample``); resolutions (multiples of 8); the
@@ -201,7 +190,8 @@ def check_config(
         if not e.files:
             raise UserError(
                 "eval.files is empty but eval.every_steps > 0: name at least one held-out video",
-                hint="--config.eval.files='(\"/data/val/a.mp4\",)' or --config.eval.every_steps=0",
+                hint="--config.eval.files=/data/val/a.mp4 (repeat the flag for more files) or "
+                "--config.eval.every_steps=0",
             )
         for path in e.files:
             if not os.path.isfile(path):

@@ -1,4 +1,4 @@
-"""Held-out evaluation during training: PSNR of the raw and EMA weights, and the sample strip.
+"""Held-out evaluation during training: PSNR and SSIM of the raw and EMA weights, the sample strip.
 
 Source: the reference ``train_ddp.py`` validates the raw and the EMA weights periodically.
 """
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wfvae_jax.io.video import abs_error_frames, save_strip_png
-from wfvae_jax.metrics import psnr
+from wfvae_jax.metrics import psnr, ssim
 from wfvae_jax.train.state import TrainState
 from wfvae_jax.train.step import TrainSteps
 
@@ -20,7 +20,10 @@ from wfvae_jax.train.step import TrainSteps
 def evaluate_psnr(
     steps: TrainSteps, state: TrainState, clips: np.ndarray, batch_size: int
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Held-out PSNR (dB, mean over frames and clips) of the raw and EMA weights."""
+    """Held-out PSNR (dB) and SSIM (in [-1, 1], 1 = identical), each the mean over frames and
+    clips, of the EMA and the raw weights: ``{"eval/psnr_ema", "eval/ssim_ema", "eval/psnr_raw",
+    "eval/ssim_raw"}`` (:mod:`wfvae_jax.metrics`, the reference eval's cal_psnr / cal_ssim), and
+    the EMA reconstructions ``(N, T, H, W, 3)`` float32 in [-1, 1]."""
     results, ema_recon = {}, None
     for name, params in (("ema", state.ema_params), ("raw", state.params)):
         recon = []
@@ -29,6 +32,7 @@ def evaluate_psnr(
             recon.append(np.asarray(steps.reconstruct(params, x)))
         recon = np.concatenate(recon)
         results[f"eval/psnr_{name}"] = float(np.mean(np.asarray(psnr(clips, recon))))
+        results[f"eval/ssim_{name}"] = float(np.mean(np.asarray(ssim(clips, recon))))
         if name == "ema":
             ema_recon = recon
     return results, ema_recon

@@ -8,9 +8,7 @@ examples: ``train_and_evaluate(config, workdir)`` with an ml_collections config.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import sys
 import time
 from typing import Any
 
@@ -25,7 +23,7 @@ from wfvae_jax.inference.sharding import make_mesh
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.lc import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
-from wfvae_jax.train import checkpointing, config_check, writers
+from wfvae_jax.train import checkpointing, config_check, progress, writers
 from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.checkpointing import CheckpointWriteError, RunCheckpoints
 from wfvae_jax.train.data import load_eval_clips
@@ -188,8 +186,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     Returns:
       ``{"losses": {step: {metric: value}}, "eval": [{"step", "eval/psnr_ema", "eval/psnr_raw"}],
-      "samples": [png paths], "steps_per_sec": float, "export": path or None}`` for the steps
-      this call ran (used by tests and the run report).
+      "samples": [png paths], "steps_per_sec": float, "export": path or None, "start": int,
+      "step": int}`` for the steps this call ran, from ``start`` to ``step`` (used by tests and
+      the end-of-run summary, :func:`wfvae_jax.train.progress.summary`).
     Before building anything: the workdir is probed for writing and the whole config is checked
     (:func:`wfvae_jax.train.config_check.check_config`). A training file that fails to read
     during the run is replaced by the next readable one and counted (``history["skipped"]``).
@@ -274,13 +273,10 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
     buffer = _MetricBuffer()
     start = int(jax.device_get(state.step))
     step = start
-    progress = None
-    if is_main and sys.stderr.isatty():
-        import tqdm
-
-        progress = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", unit="step")
+    bar = progress.Progress(config.num_steps, start, enabled=is_main)
 
     def run_eval() -> None:
+        bar.set_phase(progress.EVALUATING)
         results, recon = evaluate_psnr(steps, state, clips, config.eval.batch_size)
         history["eval"].append({"step": step, **results})
         if is_main:
@@ -289,23 +285,17 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
             history["samples"].append(png)
             writer.write_scalars(step, results)
             writer.write_images(step, {"eval/reconstruction": strip[None]})
-            logger.info(
-                "eval step %d: held-out PSNR EMA %.2f dB, raw %.2f dB -> %s",
-                step,
-                results["eval/psnr_ema"],
-                results["eval/psnr_raw"],
-                png,
-            )
+        bar.evaluated(step, results, png if is_main else "")
 
     # ---- loop ----
-    if step == start and config.eval.every_steps > 0:
-        run_eval()
     # Rates exclude the first two steps of this call (they compile the generator and the
     # discriminator step) and the time spent in evaluation and checkpointing.
     warmup = start + 2
     clock = {"mark": None, "mark_step": step, "paused": 0.0, "total": 0.0, "total_steps": 0}
     rate = float("nan")
     try:
+        if step == start and config.eval.every_steps > 0:
+            run_eval()
         while step < config.num_steps:
             element = next(data_iterator)
             _count_failed_reads(source, element.get("skipped_key"))
@@ -316,11 +306,11 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
                 state, metrics = steps.generator(state, video, lpips_params)
             buffer.add(step, metrics)
             step += 1
-            if progress is not None:
-                progress.update(1)
+            bar.update(step)
             if step == warmup or (clock["mark"] is None and step == config.num_steps):
                 jax.block_until_ready(metrics)
                 clock.update(mark=time.perf_counter(), mark_step=step, paused=0.0)
+                bar.running(step)
 
             save_now = step % config.checkpoint_every == 0 or step == config.num_steps
             if step % config.log_every == 0 or save_now:
@@ -334,20 +324,11 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
                     clock["total"] += elapsed
                     clock["total_steps"] += step - clock["mark_step"]
                     clock.update(mark=now, mark_step=step, paused=0.0)
-                eta = (config.num_steps - step) / rate if rate > 0 else float("nan")
                 extra = {"train/steps_per_sec": rate}
                 if "train/d_weight" in means:
                     extra["train/lambda_adv"] = means["train/d_weight"] * means["train/disc_factor"]
                 writer.write_scalars(step, {**means, **extra})
-                if progress is None and is_main:
-                    logger.info(
-                        "step %d/%d  loss %.4g  %.3f steps/s  ETA %s",
-                        step,
-                        config.num_steps,
-                        means.get("train/total_loss", float("nan")),
-                        rate,
-                        _fmt_eta(eta),
-                    )
+                bar.metrics(step, means, rate)
             t_pause = time.perf_counter()
             if save_now:
                 ckpt.save(state, data_iterator, meta)
@@ -360,9 +341,11 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
         ckpt.wait()  # finish the write in flight: it holds a checked, finite state
         done = checkpointing.complete_steps(ckpt.directory)
         raise TrainingInterrupted(step, done[-1] if done else None, ckpt.directory) from None
+    finally:
+        bar.close()  # before any message: an error line never shares the bar's line
     if clock["total_steps"]:
         rate = clock["total_steps"] / clock["total"]
-    history["steps_per_sec"] = rate
+    history.update(steps_per_sec=rate, start=start, step=step)
     if step > start:  # this call trained: the final state was checked and saved above
         ckpt.wait()
     if config.export and step >= config.num_steps:
@@ -373,17 +356,8 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
         if is_main:
             logger.info("exported the EMA weights to %s (wfvae_jax.load_pretrained)", export_dir)
         history["export"] = export_dir
-    if progress is not None:
-        progress.close()
     writer.flush()
     ckpt.close()
     if source.skipped:
         logger.info("skipped video files: %s", source.skipped_counts)
     return history
-
-
-def _fmt_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,4 +1,11 @@
-"""Metric writers: TensorBoard event files + log lines, with clu's ``MetricWriter`` methods.
+"""Metric writers: TensorBoard event files and a JSON-lines log, with clu's ``MetricWriter`` API.
+
+The process that writes (the first) writes every logged value twice: TensorBoard event files in
+WORKDIR and one JSON object per line in ``WORKDIR/metrics.jsonl`` (:data:`METRICS_LOG`, for
+scripts: ``{"step": 50, "time": 1796609124.2, "train/total_loss": 4026.1, ...}``; a resumed run
+appends to it, so steps between the last checkpoint and a kill appear twice). The terminal gets
+only short lines (:mod:`wfvae_jax.train.progress`). The other processes of a multi-host run
+write log lines (:class:`LoggingWriter`).
 
 clu 0.0.12's ``clu.metric_writers`` package imports TensorFlow at import time (its
 ``SummaryWriter`` is ``tf.summary``), so without TensorFlow not even its ``LoggingWriter`` can be
@@ -12,7 +19,10 @@ with the ``tensorboard`` package's ``EventFileWriter`` (no TensorFlow needed). E
 from __future__ import annotations
 
 import io
+import json
 import logging
+import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +30,8 @@ from typing import Any
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+METRICS_LOG = "metrics.jsonl"  # in WORKDIR: every logged scalar, one JSON object per write
 
 
 class LoggingWriter:
@@ -42,6 +54,37 @@ class LoggingWriter:
 
     def close(self) -> None:
         pass
+
+
+class JsonLinesWriter:
+    """Appends one JSON object per :meth:`write_scalars` call to ``path``: ``{"step", "time"
+    (Unix seconds), name: value, ...}``; NaN/inf are written as ``null``. Images and texts are
+    left to TensorBoard."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        record: dict[str, Any] = {"step": int(step), "time": round(time.time(), 3)}
+        for k, v in scalars.items():
+            v = float(v)
+            record[k] = v if math.isfinite(v) else None
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+        pass
+
+    def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
+        pass
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class TensorBoardWriter:
@@ -133,20 +176,18 @@ class MultiWriter:
 
 
 def create_default_writer(logdir: str | None, *, just_logging: bool = False) -> Any:
-    """Log lines + TensorBoard files in ``logdir`` (only log lines if ``just_logging``).
+    """TensorBoard files and :data:`METRICS_LOG` in ``logdir``; only log lines if
+    ``just_logging`` (every process but the first of a multi-host run) or ``logdir`` is None.
 
-    Use ``just_logging=True`` on every process but the first of a multi-host run. Uses clu's
-    ``create_default_writer(..., asynchronous=False)`` when ``clu.metric_writers`` imports.
+    TensorBoard goes through clu's ``SummaryWriter`` when ``clu.metric_writers`` imports
+    (TensorFlow installed), else :class:`TensorBoardWriter`.
     """
+    if just_logging or logdir is None:
+        return MultiWriter([LoggingWriter()])
     try:
         from clu import metric_writers
 
-        return metric_writers.create_default_writer(
-            logdir, just_logging=just_logging, asynchronous=False
-        )
+        tensorboard: Any = metric_writers.SummaryWriter(logdir)
     except ImportError:  # clu's writers need TensorFlow
-        pass
-    writers: list[Any] = [LoggingWriter()]
-    if not just_logging and logdir is not None:
-        writers.append(TensorBoardWriter(logdir))
-    return MultiWriter(writers)
+        tensorboard = TensorBoardWriter(logdir)
+    return MultiWriter([JsonLinesWriter(os.path.join(logdir, METRICS_LOG)), tensorboard])
