@@ -48,10 +48,11 @@ def test_8x_shapes(tiny888):
     assert l1.shape[1:3] == (24, 11) and l2.shape[1:3] == (24, 6)
 
 
-def test_forward_pass_matches_encode_then_decode(tiny_any):
+@pytest.mark.parametrize("variant", ["4x", pytest.param("8x", marks=pytest.mark.slow)])
+def test_forward_pass_matches_encode_then_decode(variant, tiny, tiny888):
     import jax
 
-    params, config, vec = tiny_any
+    params, config, vec = tiny if variant == "4x" else tiny888
     x = cl(vec["short/x"])
     out = WFVAE(config).apply({"params": params}, x, sample_posterior=False)
     np.testing.assert_allclose(out.sample, cl(vec["short/y"]), atol=TOL)
@@ -62,6 +63,7 @@ def test_forward_pass_matches_encode_then_decode(tiny_any):
     assert not np.allclose(sampled.sample, out.sample)
 
 
+@pytest.mark.slow  # two more compiles (the bfloat16 encoder and decoder)
 def test_bfloat16_close_to_float32(tiny):
     import jax.numpy as jnp
 
