@@ -9,13 +9,15 @@ Layout of an output directory ``OUT``::
     OUT/latents-00000.array_record  shard 0: the records of videos [0, V) (V = videos_per_shard)
     OUT/latents-00000.json          shard 0's commit marker: counts, skipped videos, sha256
     OUT/latents-00001.array_record  ...
-    OUT/*.tmp                       a shard (or manifest) being written; never read
+    OUT/latents-*.HOST.PID.tmp      a shard (or marker) being written by one process; never read
+    OUT/.wfvae_jax.lock             held by the run writing OUT (``wfvae_jax.io.folder_lock``)
 
-A shard is written to ``NAME.tmp`` and renamed to ``NAME`` once complete; its ``.json`` marker is
-written (also via ``.tmp`` + rename) after that, so a shard counts as finished exactly when its
-marker exists, holds the run's ``spec_hash`` and names a data file of the recorded size. A run
-killed at any point leaves finished shards intact, and at most one ``.tmp`` file per process and
-an unmarked data file, which the next run overwrites.
+A shard is written to ``NAME.HOST.PID.tmp`` (a name no other process uses) and renamed to
+``NAME`` once complete; its ``.json`` marker is written (also via a ``.tmp`` + rename) after
+that, so a shard counts as finished exactly when its marker exists, holds the run's
+``spec_hash`` and names a data file of the recorded size. A run killed at any point leaves
+finished shards intact, and at most one ``.tmp`` file per process and an unmarked data file,
+which the next run overwrites (it deletes the ``.tmp`` files first).
 
 Records (ArrayRecord, ``group_size:1``, uncompressed, so any record is one read): a msgpack map
 (``flax.serialization.msgpack_serialize``) with
@@ -43,6 +45,7 @@ clip's sample does not depend on batching, device or process count, or resuming.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -58,6 +61,7 @@ from flax import serialization
 
 from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.core.latents import WRITE_CONFIG_COMMAND, latent_scale_shift, normalize_latents
+from wfvae_jax.io.folder_lock import tmp_name
 
 FORMAT = "wfvae_jax.latents"
 VERSION = 1
@@ -132,8 +136,9 @@ def sample_key_data(seed: int, video: str, start: int) -> np.ndarray:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes ``obj`` as JSON to ``path`` via ``path.tmp`` + fsync + rename (never half-read)."""
-    tmp = path + TMP_SUFFIX
+    """Writes ``obj`` as JSON to ``path`` via a per-process ``.tmp`` + fsync + rename (never
+    half-read)."""
+    tmp = tmp_name(path)
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -192,10 +197,17 @@ def list_markers(out: str | os.PathLike) -> dict[int, dict]:
 
 
 def remove_outputs(out: str | os.PathLike) -> int:
-    """Deletes this format's files under ``out`` (shards, markers, manifest, ``.tmp``); leaves
-    anything else. Safe to call from several processes at once. Returns the number removed."""
+    """Deletes this format's files under ``out`` (shards, markers, manifest and their ``.tmp``
+    files); leaves anything else, a user's own ``*.tmp`` included. Safe to call from several
+    processes at once. Returns the number removed."""
     out = os.fspath(out)
-    patterns = ("latents-*.array_record", "latents-*.json", MANIFEST, "*" + TMP_SUFFIX)
+    patterns = (
+        "latents-*.array_record",
+        "latents-*.json",
+        MANIFEST,
+        "latents-*" + TMP_SUFFIX,
+        MANIFEST + "*" + TMP_SUFFIX,
+    )
     removed = 0
     for pattern in patterns:
         for path in glob.glob(os.path.join(glob.escape(out), pattern)):
@@ -204,6 +216,19 @@ def remove_outputs(out: str | os.PathLike) -> int:
                 removed += 1
             except FileNotFoundError:
                 pass
+    return removed
+
+
+def remove_tmp_files(out: str | os.PathLike) -> int:
+    """Deletes the ``.tmp`` files this format's writers leave when killed (call it only while
+    holding ``out``'s folder lock: then no live writer owns one). Returns the number removed."""
+    out = os.fspath(out)
+    removed = 0
+    for pattern in ("latents-*" + TMP_SUFFIX, MANIFEST + "*" + TMP_SUFFIX):
+        for path in glob.glob(os.path.join(glob.escape(out), pattern)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed += 1
     return removed
 
 
@@ -218,8 +243,8 @@ def _sha256_file(path: str) -> str:
 class ShardWriter:
     """Writes one shard: records go to ``NAME.tmp``; :meth:`commit` makes it final.
 
-    Use one writer per shard and process; two writers of the same shard at once are not
-    supported (``encode_dataset`` gives each shard to exactly one process).
+    Use one writer per shard and process (``encode_dataset`` gives each shard to exactly one
+    process, and holds the folder's lock so that no other run writes it).
     """
 
     def __init__(self, out: str | os.PathLike, index: int):
@@ -227,7 +252,7 @@ class ShardWriter:
 
         self.out, self.index = os.fspath(out), int(index)
         self.path = os.path.join(self.out, shard_name(self.index))
-        self._tmp = self.path + TMP_SUFFIX
+        self._tmp = tmp_name(self.path)
         self._writer = ArrayRecordWriter(self._tmp, WRITER_OPTIONS)
         self.num_records = 0
 
