@@ -114,3 +114,187 @@ def test_tmp_names_are_per_process_and_overwrite_keeps_user_files(tmp_path):
         (tmp_path / f).write_text("x")
     assert fmt.remove_outputs(tmp_path) == len(ours) + 1
     assert sorted(os.listdir(tmp_path)) == sorted(mine)
+
+
+# ---- hostile config values -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("base_channels", "16", "must be an integer"),
+        ("base_channels", None, "must be an integer"),
+        ("base_channels", [16], "must be an integer"),
+        ("base_channels", 16.0, "must be an integer"),
+        ("base_channels", True, "must be an integer"),
+        ("encoder_num_resblocks", 100_000, r"in \[1, 32\]"),
+        ("connect_res_layer_num", 10**6, r"in \[0, 32\]"),
+        ("latent_dim", -1, r"in \[1, 1024\]"),
+        ("scale", [float("nan")] * 8, "finite"),
+        ("shift", [float("inf")] * 8, "finite"),
+        ("scale", "0.18", "list of numbers"),
+        ("dropout", float("nan"), "dropout"),
+        ("use_attention", "yes", "true or false"),
+        ("norm_type", 3, "must be a string"),
+    ],
+)
+def test_hostile_config_values_are_refused_by_field(field, value, match):
+    from wfvae_jax.core.config import ConfigError, WFVAEConfig
+
+    with pytest.raises(ConfigError, match=f"{field}.*{match}|{match}") as e:
+        WFVAEConfig.from_dict({**WFVAEConfig().to_dict(), field: value})
+    assert field in str(e.value) and e.value.hint
+
+
+def _export_with_config(tmp_path, tiny, **fields):
+    import wfvae_jax
+
+    params, config, _ = tiny
+    path = tmp_path / "export"
+    wfvae_jax.save_pretrained(path, params, config)
+    if fields:
+        cfg = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**cfg, **fields}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "fields", [{"encoder_num_resblocks": 100_000}, {"connect_res_layer_num": 10**6}]
+)
+def test_hostile_export_config_fails_before_building(tmp_path, tiny, fields):
+    import wfvae_jax
+    from wfvae_jax.core.config import ConfigError
+
+    path = _export_with_config(tmp_path, tiny, **fields)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"config.json: config field {next(iter(fields))}"):
+        wfvae_jax.load_pretrained(path)
+    assert time.perf_counter() - t0 < 2
+
+
+def test_nan_scale_in_config_json_is_refused(tmp_path, tiny):
+    import wfvae_jax
+    from wfvae_jax.core.config import ConfigError
+
+    path = _export_with_config(tmp_path, tiny)
+    text = (path / "config.json").read_text()
+    cfg = json.loads(text)
+    cfg["scale"] = [float("nan")] * len(cfg["scale"])
+    (path / "config.json").write_text(json.dumps(cfg))  # json writes NaN, as a forger would
+    with pytest.raises(ConfigError, match="scale must hold finite numbers"):
+        wfvae_jax.load_pretrained(path)
+
+
+# ---- forged checkpoint structure -----------------------------------------------------------
+
+
+def _forged_reference(tmp_path, extra: dict, config: bool):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from tests.conftest import TINY
+
+    src = tmp_path / "forged"
+    src.mkdir()
+    sd = load_file(TINY / "diffusion_pytorch_model.safetensors")
+    sd.update(extra)
+    save_file(sd, src / "diffusion_pytorch_model.safetensors")
+    if config:
+        shutil.copy(TINY / "config.json", src / "config.json")
+    return src
+
+
+def test_forged_resblock_keys_fail_fast_without_building(tmp_path):
+    import numpy as np
+
+    from wfvae_jax.io.convert import load_reference
+
+    # 2,000 forged resblocks in both encoder levels: the inferred config is out of bounds.
+    empty = np.zeros((0,), np.float32)
+    extra = {f"encoder.down1.{i}.conv1.weight": empty for i in range(3, 2003)}
+    extra |= {f"encoder.down2.{i}.conv1.conv.weight": empty for i in range(3, 2003)}
+    src = _forged_reference(tmp_path, extra, config=False)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"encoder_num_resblocks must be in \[1, 32\]"):
+        load_reference(src)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_conv_weight_of_the_wrong_rank_is_named(tmp_path):
+    import numpy as np
+
+    from wfvae_jax.io.convert import load_reference
+
+    src = _forged_reference(
+        tmp_path, {"decoder.conv_in.conv.weight": np.zeros((8, 8), np.float32)}, config=True
+    )
+    with pytest.raises(ValueError, match=r"decoder.conv_in.conv.weight: checkpoint rank 2"):
+        load_reference(src)
+
+
+# ---- confined reads: export arrays -----------------------------------------------------------
+
+_NPY = "decoder/conv_in/conv/kernel.npy"
+
+
+def test_export_array_symlink_out_of_the_folder_is_refused(tmp_path, tiny, monkeypatch):
+    import wfvae_jax
+    from wfvae_jax.io.confined import ConfinedFileError
+
+    path = _export_with_config(tmp_path, tiny)
+    target = path / "params" / _NPY
+    outside = tmp_path / "outside.npy"
+    os.replace(target, outside)
+    os.symlink(outside, target)
+    with pytest.raises(ConfinedFileError, match="outside") as e:
+        wfvae_jax.load_pretrained(path)
+    assert "allow_pickle" not in str(e.value) + e.value.hint and "WFVAE_ALLOW" in e.value.hint
+    monkeypatch.setenv("WFVAE_ALLOW_EXTERNAL_LINKS", "1")
+    wfvae_jax.load_pretrained(path)  # the explicit switch
+
+
+def test_safetensors_shard_symlink_out_of_the_folder_is_refused(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from wfvae_jax.io.confined import ConfinedFileError
+    from wfvae_jax.io.safetensors_files import load_sharded_safetensors
+
+    save_file({"w": np.ones(3, np.float32)}, tmp_path / "elsewhere.safetensors")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    os.symlink(tmp_path / "elsewhere.safetensors", folder / "model-00001.safetensors")
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"w": "model-00001.safetensors"}}))
+    with pytest.raises(ConfinedFileError, match="safetensors shard .* outside"):
+        load_sharded_safetensors(index)
+    index.write_text(json.dumps({"weight_map": {"w": "../elsewhere.safetensors"}}))
+    with pytest.raises(ValueError, match="outside its directory"):
+        load_sharded_safetensors(index)
+
+
+@pytest.mark.parametrize("kind", ["empty", "fifo", "pickle", "loop"])
+def test_export_array_special_or_broken_files_get_one_clear_error(tmp_path, tiny, kind):
+    import numpy as np
+
+    import wfvae_jax
+    from wfvae_jax.io.confined import ConfinedFileError
+
+    path = _export_with_config(tmp_path, tiny)
+    target = path / "params" / _NPY
+    target.unlink()
+    if kind == "empty":
+        target.write_bytes(b"")
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "pickle":
+        np.save(target, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        os.symlink(target, target)
+    want = {"empty": "empty", "fifo": "FIFO", "pickle": "not a plain", "loop": "cannot read"}
+    t0 = time.perf_counter()
+    with pytest.raises(ConfinedFileError, match=want[kind]) as e:
+        wfvae_jax.load_pretrained(path)
+    assert time.perf_counter() - t0 < 10  # a FIFO is never opened
+    assert "allow_pickle" not in str(e.value) + e.value.hint

@@ -140,7 +140,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
     half-read)."""
     tmp = tmp_name(path)
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
+        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
