@@ -298,3 +298,104 @@ def test_export_array_special_or_broken_files_get_one_clear_error(tmp_path, tiny
         wfvae_jax.load_pretrained(path)
     assert time.perf_counter() - t0 < 10  # a FIFO is never opened
     assert "allow_pickle" not in str(e.value) + e.value.hint
+
+
+# ---- video inputs: playlists, concat lists, special files, sizes ------------------------------
+
+VIDEO = os.path.join(REPO, "tests", "data", "videos", "bikes_0000.mp4")
+
+
+def _playlists(tmp_path):
+    import shutil
+
+    other = tmp_path / "elsewhere" / "secret.mp4"
+    other.parent.mkdir()
+    shutil.copy(VIDEO, other)
+    m3u8 = tmp_path / "list.m3u8"
+    m3u8.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{other}\n#EXT-X-ENDLIST\n")
+    concat = tmp_path / "concat.mp4"  # a text file named like a video
+    concat.write_text(f"ffconcat version 1.0\nfile '{other}'\n")
+    return {"HLS playlist": m3u8, "concat list": concat}
+
+
+def test_playlists_and_concat_lists_are_refused_with_one_line(tmp_path):
+    from wfvae_jax.io.decode import VideoFileError, open_video
+
+    for what, path in _playlists(tmp_path).items():
+        with pytest.raises(VideoFileError, match=f"refused to read .*{what}") as e:
+            open_video(path)
+        assert "\n" not in str(e.value) and e.value.hint
+    with pytest.raises(VideoFileError, match="network URLs"):
+        open_video("http://127.0.0.1:9/x.mp4")
+    with open_video(VIDEO) as c:  # a plain video still opens
+        assert c.streams.video
+
+
+def test_special_paths_as_input_get_precise_messages(tmp_path):
+    from wfvae_jax.io.decode import VideoFileError, open_video
+
+    fifo = tmp_path / "fifo.mp4"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.mp4"
+    os.symlink(loop, loop)
+    dangling = tmp_path / "dangling.mp4"
+    os.symlink(tmp_path / "gone.mp4", dangling)
+    t0 = time.perf_counter()
+    with pytest.raises(VideoFileError, match="is a FIFO, not a video file"):
+        open_video(fifo)
+    assert time.perf_counter() - t0 < 5  # never opened, so never blocks
+    with pytest.raises(VideoFileError, match="symlink loop"):
+        open_video(loop)
+    with pytest.raises(VideoFileError, match="is a directory"):
+        open_video(tmp_path)
+    with pytest.raises(FileNotFoundError, match="a symlink to the missing .*gone.mp4"):
+        open_video(dangling)
+
+
+def test_frames_that_change_size_midway_are_a_clear_error(tmp_path):
+    import fractions
+
+    import av
+    import numpy as np
+
+    from wfvae_jax.io.decode import VideoFileError
+    from wfvae_jax.io.windows import read_video
+
+    path = tmp_path / "sizes.mkv"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mjpeg", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuvj420p"
+        other = av.CodecContext.create("mjpeg", "w")
+        other.width, other.height, other.pix_fmt = 128, 96, "yuvj420p"
+        other.time_base = fractions.Fraction(1, 25)
+        for i, (ctx, h, w) in enumerate([(s, 48, 64)] * 3 + [(other, 96, 128)] * 3):
+            rgb = np.full((h, w, 3), 40 * i, np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 25)
+            for p in ctx.encode(frame):
+                p.stream = s
+                out.mux(p)
+    with pytest.raises(VideoFileError, match="frame 3 is 128x96 but the first frame is 64x48"):
+        read_video(path, 5)
+    assert read_video(path, 3).shape == (3, 48, 64, 3)  # the frames before the change
+
+
+def test_pixel_budget_is_checked_before_allocation():
+    from wfvae_jax.io.clip_spec import ClipSpec
+    from wfvae_jax.io.frames import PixelBudgetError
+
+    # bikes_0000.mp4 is 68x160 (H x W); native with multiple 8: 9 x 64 x 160 = 92,160 pixels.
+    spec = ClipSpec(num_frames=9, resolution=None, max_pixels=90_000)
+    match = r"9 x 64 x 160 = 92,160 .*\(--max_pixels 90000\)"
+    with pytest.raises(PixelBudgetError, match=match) as e:
+        spec.read(VIDEO)
+    assert "--max_pixels 92160" in e.value.hint
+    assert ClipSpec(num_frames=9, resolution=None, max_pixels=92_160).read(VIDEO).shape[0] == 9
+    # A short side of 256 with crop none: 68x160 -> 256 x 600 per frame.
+    spec = ClipSpec(num_frames=8, resolution=256, crop="none", max_pixels=1_000_000)
+    with pytest.raises(PixelBudgetError, match=r"8 x 256 x 600"):
+        spec.read(VIDEO)
+    with pytest.raises(PixelBudgetError, match="a decoded frame of 1 x 68 x 160"):
+        ClipSpec(num_frames=1, resolution=32, max_pixels=10_000).read(VIDEO)
+    with pytest.raises(ValueError, match="max_pixels must be a positive int"):
+        ClipSpec(max_pixels=0)
