@@ -199,22 +199,37 @@ def _forged_reference(tmp_path, extra: dict, config: bool):
     src.mkdir()
     sd = load_file(TINY / "diffusion_pytorch_model.safetensors")
     sd.update(extra)
+    sd = {k: v for k, v in sd.items() if v is not None}
     save_file(sd, src / "diffusion_pytorch_model.safetensors")
     if config:
         shutil.copy(TINY / "config.json", src / "config.json")
     return src
 
 
-def test_forged_resblock_keys_fail_fast_without_building(tmp_path):
+def forged_resblocks(n: int) -> dict:
+    """Changes to the tiny state dict that make it claim ``n + 2`` encoder resblocks per level
+    (empty arrays; the level-1 downsampler renumbered after them). ``None`` deletes a key."""
     import numpy as np
+    from safetensors.numpy import load_file
 
+    from tests.conftest import TINY
+
+    sd = load_file(TINY / "diffusion_pytorch_model.safetensors")
+    empty = np.zeros((0,), np.float32)
+    extra: dict = {f"encoder.down1.{i}.conv1.weight": empty for i in range(3, n + 3)}
+    extra |= {f"encoder.down2.{i}.conv1.conv.weight": empty for i in range(3, n + 3)}
+    for leaf in ("weight", "bias"):
+        extra[f"encoder.down1.3.conv.{leaf}"] = None
+        extra[f"encoder.down1.{n + 3}.conv.{leaf}"] = sd[f"encoder.down1.3.conv.{leaf}"]
+    return extra
+
+
+def test_forged_resblock_keys_fail_fast_without_building(tmp_path):
     from wfvae_jax.io.convert import load_reference
 
-    # 2,000 forged resblocks in both encoder levels: the inferred config is out of bounds.
-    empty = np.zeros((0,), np.float32)
-    extra = {f"encoder.down1.{i}.conv1.weight": empty for i in range(3, 2003)}
-    extra |= {f"encoder.down2.{i}.conv1.conv.weight": empty for i in range(3, 2003)}
-    src = _forged_reference(tmp_path, extra, config=False)
+    # 2,000 forged resblocks in both encoder levels, the downsampler moved behind them: the
+    # names are consistent, and the inferred config is out of bounds.
+    src = _forged_reference(tmp_path, forged_resblocks(2000), config=False)
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=r"encoder_num_resblocks must be in \[1, 32\]"):
         load_reference(src)
