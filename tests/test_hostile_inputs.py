@@ -26,11 +26,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---- one writer per folder ---------------------------------------------------------------
 
+# Another process holding a folder's lock as FolderLock does (flock + a JSON record); plain
+# Python, so that it starts in milliseconds rather than importing JAX.
 _HOLDER = textwrap.dedent(
     """
-    import sys, time
-    from wfvae_jax.io.folder_lock import FolderLock
-    FolderLock(sys.argv[1], "test holder").acquire()
+    import datetime, fcntl, json, os, socket, sys, time
+    os.makedirs(sys.argv[1], exist_ok=True)
+    fd = os.open(os.path.join(sys.argv[1], sys.argv[2]), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started,
+              "command": "test holder"}
+    os.write(fd, json.dumps(record).encode())
     print("locked", flush=True)
     time.sleep(600)
     """
@@ -42,7 +49,7 @@ def held(tmp_path):
     """A folder whose lock another process holds; yields (folder, process)."""
     folder = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLDER, str(folder), LOCK_NAME], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout.readline().strip() == "locked"
