@@ -63,7 +63,8 @@ def write_latents(out: pathlib.Path, config: wfvae_jax.WFVAEConfig, num: int = 8
             "shift": None,
             "latent_shape": list(LATENT_SHAPE),
             "complete": True,
-            "shards": [{"file": marker["file"], "records": num}],
+            "num_shards": 1,
+            "shards": [{"file": marker["file"], "records": num, "bytes": marker["bytes"]}],
             "num_records": num,
         },
     )

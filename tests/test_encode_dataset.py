@@ -16,6 +16,7 @@ import filecmp
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,7 @@ from wfvae_jax.data.tfds import TfdsVideoSource
 from wfvae_jax.data.video_source import VideoFiles
 from wfvae_jax.encode_dataset import ClipSpec, EncodeOptions, encode_dataset
 from wfvae_jax.io.convert import load_reference
+from wfvae_jax.io.folder_lock import LOCK_NAME
 from wfvae_jax.io.video import count_frames, read_video, resize_and_crop, write_video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -131,7 +133,7 @@ def test_records_equal_encode_of_each_clip(model, video_dir, reference):
     assert m["scale"] is None and m["shift"] is None
     assert m["spec"]["model"]["config"]["latent_dim"] == 8 and m["spec"]["clips"]["num_frames"] == 9
     assert sorted(os.listdir(out)) == sorted(
-        [fmt.MANIFEST]
+        [fmt.MANIFEST, LOCK_NAME]
         + [fmt.shard_name(s) for s in range(4)]
         + [fmt.marker_name(s) for s in range(4)]
     )
@@ -283,14 +285,15 @@ def test_kill9_then_resume_gives_identical_shards(model, video_dir, reference, t
 
     # 1. Killed right after its 5th record: the first of shard 2 (shards 0 and 1 are done).
     _run_until_stopped([*cmd, "--worker_count", "0"], env, "record:5", stop)
-    left = sorted(os.listdir(out))
+    left = sorted(re.sub(r"\.[^.]+\.\d+\.tmp$", ".HOST.PID.tmp", f) for f in os.listdir(out))
     print("after kill -9 at record 5:", left)
     assert left == [
+        ".wfvae_jax.lock",
         "latents-00000.array_record",
         "latents-00000.json",
         "latents-00001.array_record",
         "latents-00001.json",
-        "latents-00002.array_record.tmp",
+        "latents-00002.array_record.HOST.PID.tmp",
         "manifest.json",
     ]
     assert not json.loads((out / "manifest.json").read_text())["complete"]

@@ -11,7 +11,14 @@ from typing import Any
 from wfvae_jax.data.video_source import VideoFiles
 from wfvae_jax.errors import UserError
 from wfvae_jax.io.clip_spec import DEFAULT_MULTIPLE, ClipSpec
-from wfvae_jax.io.frames import CLI_CROPS, format_resolution, nearest_multiples, parse_resolution
+from wfvae_jax.io.frames import (
+    CLI_CROPS,
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_FLAG,
+    format_resolution,
+    nearest_multiples,
+    parse_resolution,
+)
 
 
 def add_clip_args(
@@ -47,6 +54,13 @@ def add_clip_args(
         help="center: cut to the size (the log says how much is lost); none: keep the whole "
         f"frame and its aspect ratio (the long side rounds to a multiple of {DEFAULT_MULTIPLE})",
     )
+    parser.add_argument(
+        MAX_PIXELS_FLAG,
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="pixel budget of a clip (frames x height x width after resizing) and of a decoded "
+        "frame, checked before memory is allocated (default %(default)s: 1.5 GiB of float32)",
+    )
 
 
 def clip_spec_from_args(args: argparse.Namespace, **overrides: Any) -> ClipSpec:
@@ -65,6 +79,7 @@ def clip_spec_from_args(args: argparse.Namespace, **overrides: Any) -> ClipSpec:
         start=getattr(args, "start", 0),
         resolution=resolution,
         crop=args.crop,
+        max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
     )
     fields.update(overrides)
     try:
@@ -78,7 +93,7 @@ def clip_spec_from_args(args: argparse.Namespace, **overrides: Any) -> ClipSpec:
             fixed = [nearest_multiples(v, m)[0] for v in sizes]
             fixed = fixed[0] if len(fixed) == 1 else tuple(fixed)
             hint = f"pass --resolution {format_resolution(fixed)}"
-        elif msg.startswith(("num_frames", "frame_stride", "start")):
+        elif msg.startswith(("num_frames", "frame_stride", "start", "max_pixels")):
             msg = "--" + msg
         raise UserError(msg, hint=hint) from e
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
+
+import numpy as np
 
 # The block/wavelet choices the released WF-VAE checkpoints use, per field. The level-1 fields
 # go together: one of ``_L1_VARIANTS`` (checked in ``__post_init__``).
@@ -48,6 +51,79 @@ _L1_VARIANTS = {
         "InverseHaarWaveletTransform3D",
     ),
 }
+# Upper bounds of the integer fields: far above every released model (base_channels 192,
+# latent_dim 32, 2 resblocks, connect_res_layer_num 2) and small enough that building the
+# parameter tree of the largest allowed config takes seconds, so a forged config.json cannot
+# make a load run for hours or take the machine's memory.
+_INT_BOUNDS = {
+    "latent_dim": (1, 1024),
+    "base_channels": (1, 4096),
+    "encoder_num_resblocks": (1, 32),
+    "decoder_num_resblocks": (1, 32),
+    "encoder_energy_flow_hidden_size": (1, 4096),
+    "decoder_energy_flow_hidden_size": (1, 4096),
+    "connect_res_layer_num": (0, 32),
+}
+_MAX_STATS = 4096  # entries of scale/shift (one per latent channel, or the 4-entry placeholder)
+_CONFIG_HINT = (
+    "fix that field of the checkpoint's config.json (or the config you passed); the released "
+    "configs are listed in wfvae_jax.core.config.NAMED_CONFIGS"
+)
+
+
+class ConfigError(ValueError):
+    """A config field of the wrong type, non-finite or out of range; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = _CONFIG_HINT):
+        super().__init__(message)
+        self.hint = hint
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
+def _check_types(cfg: Any) -> None:
+    """Raises :class:`ConfigError` for any field of the wrong type, a non-finite number or an
+    integer outside ``_INT_BOUNDS``: every field, before anything uses one."""
+    for key, (lo, hi) in _INT_BOUNDS.items():
+        v = getattr(cfg, key)
+        if not _is_int(v):
+            raise ConfigError(f"config field {key} must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise ConfigError(f"config field {key} must be in [{lo}, {hi}], got {v}")
+    for key in _SUPPORTED:
+        if not isinstance(getattr(cfg, key), str):
+            raise ConfigError(f"config field {key} must be a string, got {getattr(cfg, key)!r}")
+    if not isinstance(cfg.use_attention, bool | np.bool_):
+        raise ConfigError(
+            f"config field use_attention must be true or false, got {cfg.use_attention!r}"
+        )
+    if not (_is_real(cfg.dropout) and 0.0 <= float(cfg.dropout) < 1.0):
+        raise ConfigError(f"config field dropout must be a number in [0, 1), got {cfg.dropout!r}")
+    for key in ("scale", "shift"):
+        v = getattr(cfg, key)
+        if isinstance(v, str | bytes | dict) or not hasattr(v, "__len__"):
+            raise ConfigError(f"config field {key} must be a list of numbers, got {v!r}")
+        if not 1 <= len(v) <= _MAX_STATS:
+            raise ConfigError(
+                f"config field {key} must have 1 to {_MAX_STATS} entries, got {len(v)}"
+            )
+        bad = [x for x in v if not (_is_real(x) and math.isfinite(float(x)))]
+        if bad:
+            raise ConfigError(
+                f"config field {key} must hold finite numbers, got {bad[0]!r}",
+                hint="measure real per-channel values with `wfvae latent-stats` or keep the "
+                "released ones; NaN or Inf would make every normalised latent NaN",
+            )
+
+
 # Keys diffusers writes into config.json that are not constructor arguments, and the LC-VAE
 # settings an exported LC-VAE carries (``"lc"``, read by ``checkpoint.load_lc_settings``).
 _IGNORED_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "lc")
@@ -69,9 +145,12 @@ class WFVAEConfig:
     ``T = 1 + 8k``). The four level-1 fields must name the same variant.
 
     Raises:
+      ConfigError: (a ValueError with a ``hint``) a field of the wrong type (``"16"``, ``16.0``,
+        ``null`` or ``[16]`` for an int), a NaN/Inf ``scale``/``shift``/``dropout``, or an
+        integer outside its bounds (``_INT_BOUNDS``: e.g. ``encoder_num_resblocks`` in
+        [1, 32]), checked for every field before any other check.
       ValueError: an unsupported block/wavelet/norm name, a mix of the 4x and 8x level-1 fields
-        (naming the fields), a non-positive width or count, or a groupnorm width not divisible
-        by 32.
+        (naming the fields), or a groupnorm width not divisible by 32.
     """
 
     latent_dim: int = 8
@@ -98,6 +177,7 @@ class WFVAEConfig:
     l2_upsample_wavelet: str = "InverseHaarWaveletTransform3D"
 
     def __post_init__(self) -> None:
+        _check_types(self)
         object.__setattr__(self, "scale", tuple(float(s) for s in self.scale))
         object.__setattr__(self, "shift", tuple(float(s) for s in self.shift))
         for key, allowed in _SUPPORTED.items():
@@ -111,20 +191,6 @@ class WFVAEConfig:
             raise ValueError(
                 f"inconsistent level-1 blocks: {got}. The four level-1 fields name one variant: "
                 f"4x temporal {_L1_VARIANTS[4]} or 8x temporal {_L1_VARIANTS[8]} (in that order)"
-            )
-        for key in (
-            "latent_dim",
-            "base_channels",
-            "encoder_num_resblocks",
-            "decoder_num_resblocks",
-            "encoder_energy_flow_hidden_size",
-            "decoder_energy_flow_hidden_size",
-        ):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.connect_res_layer_num < 0:
-            raise ValueError(
-                f"connect_res_layer_num must be >= 0, got {self.connect_res_layer_num}"
             )
         if self.norm_type == "groupnorm":
             for key in (
@@ -231,8 +297,11 @@ class WFVAEConfig:
         """Builds a config from a reference ``config.json`` dict.
 
         Raises:
-          ValueError: a key that is neither a constructor field nor diffusers metadata.
+          ValueError: ``d`` not a JSON object, or a key that is neither a constructor field nor
+            diffusers metadata; :class:`ConfigError` for a bad value (see the class doc).
         """
+        if not isinstance(d, dict):
+            raise ConfigError(f"a WF-VAE config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(k for k in d if k not in names and k not in _IGNORED_KEYS)
         if unknown:
@@ -241,8 +310,21 @@ class WFVAEConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> WFVAEConfig:
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """:meth:`from_dict` of the JSON file ``path``.
+
+        Raises:
+          ConfigError: not valid JSON (naming the file), or a bad field (see the class doc).
+          ValueError: an unknown key.
+        """
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from e
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}", e.hint) from None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}

@@ -9,13 +9,15 @@ Layout of an output directory ``OUT``::
     OUT/latents-00000.array_record  shard 0: the records of videos [0, V) (V = videos_per_shard)
     OUT/latents-00000.json          shard 0's commit marker: counts, skipped videos, sha256
     OUT/latents-00001.array_record  ...
-    OUT/*.tmp                       a shard (or manifest) being written; never read
+    OUT/latents-*.HOST.PID.tmp      a shard (or marker) being written by one process; never read
+    OUT/.wfvae_jax.lock             held by the run writing OUT (``wfvae_jax.io.folder_lock``)
 
-A shard is written to ``NAME.tmp`` and renamed to ``NAME`` once complete; its ``.json`` marker is
-written (also via ``.tmp`` + rename) after that, so a shard counts as finished exactly when its
-marker exists, holds the run's ``spec_hash`` and names a data file of the recorded size. A run
-killed at any point leaves finished shards intact, and at most one ``.tmp`` file per process and
-an unmarked data file, which the next run overwrites.
+A shard is written to ``NAME.HOST.PID.tmp`` (a name no other process uses) and renamed to
+``NAME`` once complete; its ``.json`` marker is written (also via a ``.tmp`` + rename) after
+that, so a shard counts as finished exactly when its marker exists, holds the run's
+``spec_hash`` and names a data file of the recorded size. A run killed at any point leaves
+finished shards intact, and at most one ``.tmp`` file per process and an unmarked data file,
+which the next run overwrites (it deletes the ``.tmp`` files first).
 
 Records (ArrayRecord, ``group_size:1``, uncompressed, so any record is one read): a msgpack map
 (``flax.serialization.msgpack_serialize``) with
@@ -43,6 +45,7 @@ clip's sample does not depend on batching, device or process count, or resuming.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -58,6 +61,7 @@ from flax import serialization
 
 from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.core.latents import WRITE_CONFIG_COMMAND, latent_scale_shift, normalize_latents
+from wfvae_jax.io.folder_lock import tmp_name
 
 FORMAT = "wfvae_jax.latents"
 VERSION = 1
@@ -70,6 +74,7 @@ STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": jnp.
 STORES = ("mean_logvar", "sample")
 LATENT_KEYS = ("mean", "logvar", "latent")
 _SHARD_RE = re.compile(r"^latents-(\d{5,})\.json$")
+_TMP_PATTERNS = ("latents-*" + TMP_SUFFIX, MANIFEST + "*" + TMP_SUFFIX)
 
 
 def storage_dtype(name: str) -> np.dtype:
@@ -132,10 +137,11 @@ def sample_key_data(seed: int, video: str, start: int) -> np.ndarray:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes ``obj`` as JSON to ``path`` via ``path.tmp`` + fsync + rename (never half-read)."""
-    tmp = path + TMP_SUFFIX
+    """Writes ``obj`` as JSON to ``path`` via a per-process ``.tmp`` + fsync + rename (never
+    half-read)."""
+    tmp = tmp_name(path)
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
+        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
@@ -192,10 +198,10 @@ def list_markers(out: str | os.PathLike) -> dict[int, dict]:
 
 
 def remove_outputs(out: str | os.PathLike) -> int:
-    """Deletes this format's files under ``out`` (shards, markers, manifest, ``.tmp``); leaves
-    anything else. Safe to call from several processes at once. Returns the number removed."""
+    """Deletes this format's files under ``out`` (shards, markers, manifest, their ``.tmp``s), not
+    a user's own ``*.tmp``. Safe from several processes at once. Returns the number removed."""
     out = os.fspath(out)
-    patterns = ("latents-*.array_record", "latents-*.json", MANIFEST, "*" + TMP_SUFFIX)
+    patterns = ("latents-*.array_record", "latents-*.json", MANIFEST, *_TMP_PATTERNS)
     removed = 0
     for pattern in patterns:
         for path in glob.glob(os.path.join(glob.escape(out), pattern)):
@@ -204,6 +210,19 @@ def remove_outputs(out: str | os.PathLike) -> int:
                 removed += 1
             except FileNotFoundError:
                 pass
+    return removed
+
+
+def remove_tmp_files(out: str | os.PathLike) -> int:
+    """Deletes the ``.tmp`` files this format's writers leave when killed (call it only while
+    holding ``out``'s folder lock: then no live writer owns one). Returns the number removed."""
+    out = os.fspath(out)
+    removed = 0
+    for pattern in _TMP_PATTERNS:
+        for path in glob.glob(os.path.join(glob.escape(out), pattern)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed += 1
     return removed
 
 
@@ -218,8 +237,8 @@ def _sha256_file(path: str) -> str:
 class ShardWriter:
     """Writes one shard: records go to ``NAME.tmp``; :meth:`commit` makes it final.
 
-    Use one writer per shard and process; two writers of the same shard at once are not
-    supported (``encode_dataset`` gives each shard to exactly one process).
+    Use one writer per shard and process (``encode_dataset`` gives each shard to exactly one
+    process, and holds the folder's lock so that no other run writes it).
     """
 
     def __init__(self, out: str | os.PathLike, index: int):
@@ -227,7 +246,7 @@ class ShardWriter:
 
         self.out, self.index = os.fspath(out), int(index)
         self.path = os.path.join(self.out, shard_name(self.index))
-        self._tmp = self.path + TMP_SUFFIX
+        self._tmp = tmp_name(self.path)
         self._writer = ArrayRecordWriter(self._tmp, WRITER_OPTIONS)
         self.num_records = 0
 
@@ -257,6 +276,66 @@ class ShardWriter:
 # ------------------------------------------------------------------------------------ reader
 
 
+def _num_records(path: str) -> int:
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    try:
+        reader = ArrayRecordReader(path)
+        n = int(reader.num_records())
+        reader.close()
+    except RuntimeError as e:
+        raise ValueError(f"latent shard {path} cannot be read: {e or type(e).__name__}") from None
+    return n
+
+
+def check_shards(out: str, manifest: dict, verify: bool = False) -> list[tuple[str, int]]:
+    """``[(path, records)]`` of the manifest's shards, checked as :class:`LatentSource` says.
+
+    Raises FileNotFoundError (a listed shard is missing) or ValueError (:class:`LatentSource`).
+    """
+    from wfvae_jax.io.confined import confined_file
+
+    shards, num_shards = manifest.get("shards"), manifest.get("num_shards")
+    per_shard = (manifest.get("spec") or {}).get("videos_per_shard")
+    if not isinstance(shards, list) or not isinstance(num_shards, int):
+        raise ValueError(f"{out}/{MANIFEST} has no list of shards; it was edited or damaged")
+    seen: set[int] = set()
+    found = []
+    for entry in shards:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        m = re.fullmatch(r"latents-(\d{5,})\.array_record", name) if isinstance(name, str) else None
+        index = int(m.group(1)) if m else -1
+        videos = entry.get("videos") if isinstance(entry, dict) else None
+        if (
+            m is None
+            or name != shard_name(index)
+            or index in seen
+            or index >= num_shards
+            or (isinstance(per_shard, int) and (videos or [None])[0] != index * per_shard)
+        ):
+            why = "listed twice" if index in seen else "not a shard of this numbering"
+            raise ValueError(
+                f"{out}/{MANIFEST} lists the shard {name!r} ({why}; shards are "
+                f"latents-NNNNN.array_record, NNNNN < {num_shards}, each once); the manifest "
+                "was edited or forged"
+            )
+        seen.add(index)
+        path = confined_file(out, name, "latent shard")
+        size, records = os.path.getsize(path), entry.get("records")
+        if size != entry.get("bytes") or not isinstance(records, int) or records < 0:
+            raise ValueError(
+                f"latent shard {path} is {size} bytes, the manifest says {entry.get('bytes')} "
+                "(a shard replaced or damaged after the encoding; rerun encode_dataset)"
+            )
+        if verify and entry.get("sha256") and _sha256_file(path) != entry["sha256"]:
+            raise ValueError(
+                f"latent shard {path} does not match the sha256 in {MANIFEST} (damaged or "
+                "replaced after the encoding; rerun encode_dataset with --overwrite)"
+            )
+        found.append((path, records))
+    return found
+
+
 class LatentSource:
     """grain ``RandomAccessDataSource`` over an ``encode_dataset`` output directory.
 
@@ -267,13 +346,22 @@ class LatentSource:
     ``latent_shape`` come from ``OUT/manifest.json``; :meth:`sample_transform` gives the
     transform that draws a sample and normalises it.
 
+    The manifest is not trusted: every shard it lists must be named ``latents-NNNNN.array_record``
+    by its own number (each once, below ``num_shards``, its videos where that number puts them),
+    be a regular file inside ``out`` (no ``..``, absolute path or symlink out of it; see
+    :mod:`wfvae_jax.io.confined`) of the recorded size, and the counts must add up. Each record's
+    latent arrays must have ``latent_shape``. ``verify=True`` also checks each shard's sha256
+    (reads every byte, ~2 s per GiB on one CPU core: off by default; docs/latents.md).
+
     Raises:
-      FileNotFoundError: ``out`` has no manifest.
+      FileNotFoundError: ``out`` has no manifest, or a listed shard is missing.
       ValueError: a manifest of another format/version, or an encoding that has not finished
-        (rerun the same ``encode_dataset`` command to complete it).
+        (rerun the same ``encode_dataset`` command to complete it); a shard entry that breaks
+        the rules above (naming it); with ``verify``, a sha256 mismatch. Reading a record raises
+        ValueError naming the shard file when it is corrupt or of another shape.
     """
 
-    def __init__(self, out: str | os.PathLike):
+    def __init__(self, out: str | os.PathLike, verify: bool = False):
         self.out = os.path.abspath(os.fspath(out))
         manifest = read_manifest(self.out)
         if manifest is None:
@@ -298,15 +386,26 @@ class LatentSource:
         )
         self.latent_shape = tuple(manifest["latent_shape"])
         self.store = manifest["spec"]["encode"]["store"]
-        self._paths = [
-            os.path.join(self.out, s["file"]) for s in manifest["shards"] if s["records"] > 0
-        ]
+        shards = check_shards(self.out, manifest, verify=verify)
+        self._paths = [path for path, records in shards if records > 0]
+        self._ends = np.cumsum([records for _, records in shards if records > 0])
         self._len = int(manifest["num_records"])
-        self._source = grain.sources.ArrayRecordDataSource(self._paths) if self._paths else None
+        if int(sum(r for _, r in shards)) != self._len:
+            raise ValueError(
+                f"{self.out}: the manifest's shards hold {sum(r for _, r in shards)} records but "
+                f"its num_records says {self._len}"
+            )
+        try:  # array_record's errors name no file: find the shard that fails
+            self._source = grain.sources.ArrayRecordDataSource(self._paths) if self._paths else None
+        except (RuntimeError, ValueError, OSError) as e:
+            for path in self._paths:
+                _num_records(path)
+            raise ValueError(f"{self.out}: the shards cannot be read: {e}") from None
         if self._source is not None and len(self._source) != self._len:
+            bad = [f"{p} holds {n}" for p, r in shards if r and (n := _num_records(p)) != r]
             raise ValueError(
                 f"{self.out}: the shards hold {len(self._source)} records, the manifest "
-                f"says {self._len}"
+                f"says {self._len} ({'; '.join(bad[:3])})"
             )
 
     def __len__(self) -> int:
@@ -315,7 +414,26 @@ class LatentSource:
     def __getitem__(self, record_key: int) -> dict[str, Any]:
         if self._source is None:
             raise IndexError(f"{self.out} holds no records")
-        return decode_record(self._source[int(record_key)])
+        key = int(record_key)
+        try:
+            record = decode_record(self._source[key])
+        except (RuntimeError, ValueError, OSError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"latent shard {self._shard_of(key)}: record {key} cannot be read "
+                f"({type(e).__name__}: {e})"
+            ) from None
+        for k in LATENT_KEYS:
+            if k in record and record[k].shape != self.latent_shape:
+                raise ValueError(
+                    f"latent shard {self._shard_of(key)}: record {key}'s {k} has shape "
+                    f"{record[k].shape}, the manifest's latent_shape is {self.latent_shape}"
+                )
+        return record
+
+    def _shard_of(self, key: int) -> str:
+        return self._paths[
+            min(int(np.searchsorted(self._ends, key, "right")), len(self._paths) - 1)
+        ]
 
     @property
     def config(self) -> WFVAEConfig:

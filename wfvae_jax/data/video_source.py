@@ -165,6 +165,7 @@ class VideoSource:
                 rng=rng,
                 resample=spec.resample,
                 multiple=spec.multiple,
+                max_pixels=spec.max_pixels,
             )
             fps = video.fps
         seen = w.frames_seen if total is None else total

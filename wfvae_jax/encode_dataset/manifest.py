@@ -123,6 +123,8 @@ def prepare_output(out: str, manifest: dict, overwrite: bool) -> dict[int, dict]
         removed = fmt.remove_outputs(out)
         if removed:
             logger.info("--overwrite: removed %d files of an earlier encoding in %s", removed, out)
+    if jax.process_index() == 0:  # under the folder lock: these are a killed run's
+        fmt.remove_tmp_files(out)
     sync_processes("encode_dataset:cleared")
     if jax.process_index() == 0:
         fmt.write_manifest(out, manifest)

@@ -33,6 +33,7 @@ from wfvae_jax.inference.sharding import (
     replicate,
     replicated,
 )
+from wfvae_jax.io.folder_lock import holds_lock
 
 
 def run_mesh(spec: str | None) -> Mesh:
@@ -97,6 +98,7 @@ def work_items(inputs, num_shards: int, finished: dict, per_shard: int) -> list[
 _DEFAULT_OPTIONS = EncodeOptions()
 
 
+@holds_lock("out", "wfvae encode-dataset --out")  # one run per output directory
 def encode_dataset(
     params: Any,
     config: WFVAEConfig,

@@ -21,6 +21,7 @@ from wfvae_jax.io.decode import VideoInfo
 from wfvae_jax.io.frames import (
     CLI_CROPS,
     CROPS,
+    DEFAULT_MAX_PIXELS,
     ClipGeometry,
     check_resample,
     clip_geometry,
@@ -63,6 +64,8 @@ class ClipSpec:
       multiple: every output size is a multiple of this (the model's ``spatial_downsample``).
       clips_per_video: at most this many clips per video (:meth:`window_starts`).
       sampling: where they are, one of :data:`SAMPLINGS` (:meth:`window_starts`).
+      max_pixels: pixel budget of one clip (frames x height x width after resizing) and of a
+        decoded frame, checked before either is allocated (``--max_pixels``; None: none).
     Raises (at construction):
       ValueError: a bad value, or a resolution that is not a multiple of ``multiple`` (the message
         names the nearest valid ones).
@@ -77,6 +80,7 @@ class ClipSpec:
     multiple: int = DEFAULT_MULTIPLE
     clips_per_video: int = 1
     sampling: str = "consecutive"
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         res = self.resolution
@@ -93,6 +97,9 @@ class ClipSpec:
         check_resample(self.resample)
         if self.clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {self.clips_per_video}")
+        mp = self.max_pixels
+        if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < 1):
+            raise ValueError(f"max_pixels must be a positive int or None, got {mp!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.num_frames is None and (self.clips_per_video > 1 or self.sampling != "consecutive"):
@@ -204,6 +211,7 @@ class ClipSpec:
             rng=rng,
             resample=self.resample,
             multiple=self.multiple,
+            max_pixels=self.max_pixels,
         )
 
     def fps(self, info: VideoInfo) -> float:

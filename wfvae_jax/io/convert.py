@@ -307,6 +307,13 @@ def torch_state_dict_to_params(
         if key not in state_dict:
             missing.append(key)
             continue
+        want = tuple(flat[path].shape)
+        if np.ndim(state_dict[key]) != len(want):  # a rank the model's layer cannot take
+            mismatched.append(
+                f"{key}: checkpoint rank {np.ndim(state_dict[key])} {np.shape(state_dict[key])}"
+                f" vs model rank {len(want)}"
+            )
+            continue
         value = _to_flax(np.asarray(state_dict[key], np.float32), path[-1])
         if value.shape != tuple(flat[path].shape):
             mismatched.append(f"{key}: checkpoint {value.shape} vs model {tuple(flat[path].shape)}")

@@ -10,12 +10,20 @@ timestamps with gaps; a truncated file stops early), so every length here comes 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import stat
 from collections.abc import Iterator
 
 import av
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+# The FFmpeg demuxers a video may be read with (those of VIDEO_EXTENSIONS). Others are refused
+# before they read anything: an HLS playlist (.m3u8) or ffconcat list, whatever its file name,
+# makes FFmpeg open the files or URLs it names; only the file protocol is allowed as well.
+VIDEO_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "avi", "matroska", "webm")
+_OPEN_OPTIONS = {"format_whitelist": ",".join(VIDEO_FORMATS), "protocol_whitelist": "file"}
+_FORMAT_HINT = "pass the video file itself (mp4, mov, avi, mkv or webm)"
 DEFAULT_FPS = 25.0  # used when a container states no frame rate
 # Top-level boxes an MP4/MOV file may start with (ISO/IEC 14496-12; QuickTime).
 _MP4_FIRST_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
@@ -79,25 +87,77 @@ def _unreadable(path: str, e: BaseException) -> VideoFileError:
     )
 
 
-def open_video(path: str | os.PathLike) -> av.container.InputContainer:
-    """Opens ``path`` for decoding (a context manager; :func:`decoded_frames` reads it).
+def _refused_format(path: str) -> VideoFileError:
+    """The error for a file whose container is not in :data:`VIDEO_FORMATS`; names a playlist
+    or concat list (from its first bytes) as such."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip(b"\xef\xbb\xbf").lstrip()
+    except OSError:
+        head = b""
+    if head.startswith(b"#EXTM3U"):
+        what = "an HLS playlist (m3u8), which names other files or URLs"
+    elif head.startswith((b"ffconcat", b"file ")):
+        what = "an FFmpeg concat list, which names other files"
+    else:
+        what = "not a container this project reads"
+    return VideoFileError(
+        f"refused to read {path}: it is {what} (allowed containers: mp4/mov, avi, mkv/webm)",
+        hint=_FORMAT_HINT,
+    )
 
-    Raises:
-      FileNotFoundError: no such file.
-      VideoFileError: a directory; a file FFmpeg cannot open (the message says when it is a
-        truncated MP4) or without a video stream. A ValueError with a ``hint``.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
+
+def _check_plain_file(path: str) -> None:
+    """Raises unless ``path`` is a regular file (``stat`` never blocks, unlike opening a FIFO)."""
+    if "://" in path and not os.path.lexists(path):
+        raise VideoFileError(f"refused to read {path}: network URLs are not read", _FORMAT_HINT)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(
+                f"video file not found: {path} (a symlink to the missing {os.readlink(path)})"
+            ) from None
+        raise FileNotFoundError(f"video file not found: {path}") from None
+    except OSError as e:  # ELOOP, EACCES, ENAMETOOLONG
+        raise VideoFileError(
+            f"cannot open video {path}: {e.strerror or e}"
+            + (" (a symlink loop)" if e.errno == errno.ELOOP else ""),
+            hint="pass the video file itself",
+        ) from None
+    if stat.S_ISDIR(st.st_mode):
         raise VideoFileError(
             f"{path} is a directory, not a video file",
             hint="pass one video file (mp4, avi, mkv, mov, webm); a folder of videos goes to "
             "the commands that take --videos DIR",
         )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"video file not found: {path}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise VideoFileError(
+            f"{path} is {kind}, not a video file (it is not read: reading could block)",
+            hint="pass a regular video file; save a stream to a file first",
+        )
+
+
+def open_video(path: str | os.PathLike) -> av.container.InputContainer:
+    """Opens ``path`` for decoding (a context manager; :func:`decoded_frames` reads it).
+
+    Only a regular file is opened, with FFmpeg's file protocol and the demuxers of
+    :data:`VIDEO_FORMATS`: playlists, concat lists and URLs, which make FFmpeg read other files,
+    are refused before anything else is read.
+
+    Raises:
+      FileNotFoundError: no such file (or a dangling symlink, naming its target).
+      VideoFileError: a directory, FIFO, device or symlink loop; a playlist, concat list, URL or
+        another container; a file FFmpeg cannot open (the message says when it is a truncated
+        MP4) or without a video stream. A ValueError with a ``hint``.
+    """
+    path = os.fspath(path)
+    _check_plain_file(path)
     try:
-        container = av.open(path, mode="r")
+        container = av.open(os.path.abspath(path), mode="r", options=dict(_OPEN_OPTIONS))
+    except av.error.ArgumentError as e:  # EINVAL: a demuxer outside the whitelist
+        raise _refused_format(path) from e
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise _unreadable(path, e) from e
     if not container.streams.video:
@@ -115,13 +175,23 @@ def decoded_frames(container: av.container.InputContainer, path: str) -> Iterato
 
     A decoder error ends the stream instead of raising, so the frames before a damaged tail stay
     usable; ``count_frames`` and ``read_video`` share this rule and therefore agree on lengths.
-    Raises ValueError if the very first frame cannot be decoded (nothing usable in the file).
+    Raises ValueError if the very first frame cannot be decoded (nothing usable in the file),
+    and :class:`VideoFileError` at a frame whose size differs from the first's.
     """
     stream = container.streams.video[0]
-    count = 0
+    count, size = 0, None
     try:
         for frame in container.decode(stream):
             count += 1
+            if size is None:
+                size = (frame.height, frame.width)
+            elif (frame.height, frame.width) != size:  # clips need one size
+                raise VideoFileError(
+                    f"{path}: frame {count - 1} is {frame.width}x{frame.height} but the first "
+                    f"frame is {size[1]}x{size[0]}; clips need frames of one size",
+                    hint=f"re-encode it at one size (ffmpeg -i IN -vf scale={size[1]}:{size[0]} "
+                    "-c:v libx264 OUT.mp4)",
+                )
             yield frame
     except (av.error.FFmpegError, OSError) as e:
         if count == 0:

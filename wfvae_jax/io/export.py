@@ -18,6 +18,7 @@ import numpy as np
 # orbax (and tensorstore, ~30 MiB of RSS) is imported by the functions that read or write its
 # trees, so that `import wfvae_jax` and loading an EXPORT do without it.
 from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.io.confined import ConfinedFileError, confined_file
 from wfvae_jax.io.layouts import (
     CONFIG_NAME,
     EXPORT_PARAMS,
@@ -120,10 +121,7 @@ def _load_array_tree(params_dir: Path, template: Any) -> Any:
     arrays, wrong = {}, []
     for rel, spec in want.items():
         if rel in stored:
-            try:
-                a = np.load(params_dir / rel, mmap_mode="c")
-            except ValueError as e:
-                raise ValueError(f"{params_dir / rel} is not a .npy array: {e}") from e
+            a = _load_npy(params_dir, rel)
             if a.shape != tuple(spec.shape) or a.dtype != spec.dtype:
                 wrong.append(
                     f"{rel} stored {a.shape} {a.dtype}, expected {spec.shape} {spec.dtype}"
@@ -133,6 +131,26 @@ def _load_array_tree(params_dir: Path, template: Any) -> Any:
     device = jax.local_devices()[0]
     leaves = [jax.device_put(arrays[rel], device, may_alias=True) for rel in want]
     return jax.tree.unflatten(jax.tree.structure(template), leaves)
+
+
+def _load_npy(params_dir: Path, rel: str) -> np.ndarray:
+    """``params_dir/rel`` memory-mapped; it must be a regular file inside ``params_dir``
+    (:func:`wfvae_jax.io.confined.confined_file`) holding a plain (non-object) array."""
+    path = confined_file(params_dir, rel, "parameter array")
+    if os.path.getsize(path) == 0:
+        raise ConfinedFileError(
+            f"parameter array {path} is empty (0 bytes)",
+            hint="the export is incomplete; convert or export it again",
+        )
+    try:
+        return np.load(path, mmap_mode="c", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        # numpy's own message suggests allow_pickle=True for object arrays: never do that here.
+        raise ConfinedFileError(
+            f"parameter array {path} is not a plain .npy array ({type(e).__name__}; object "
+            "arrays and pickles are never loaded)",
+            hint="the export is damaged or was not written by wfvae_jax; convert or export again",
+        ) from None
 
 
 def _raise_diffs(missing: list[str], extra: list[str], wrong: list[str]) -> None:
@@ -174,8 +192,11 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
     Raises:
       FileNotFoundError: ``path`` is missing or not an EXPORT (the message says what it is
         instead: a PyTorch release to convert first, or a training workdir).
-      ValueError: ``part`` is not one of ``None``, ``"encoder"``, ``"decoder"``; or the stored
-        parameters do not match the config.
+      ValueError: ``part`` is not one of ``None``, ``"encoder"``, ``"decoder"``; the stored
+        parameters do not match the config (names, shapes and dtypes are compared before any
+        array is used; a bad config.json fails first, ``WFVAEConfig``'s ``ConfigError``); an
+        array file that is a symlink out of ``params/`` (unless ``WFVAE_ALLOW_EXTERNAL_LINKS=1``),
+        not a regular file, empty or not a plain ``.npy`` (``io.confined.ConfinedFileError``).
     """
     check_part(part)
     path = Path(os.path.abspath(os.fspath(path)))
@@ -206,6 +227,8 @@ def load_pretrained(path: str | os.PathLike, part: str | None = None) -> tuple[A
                 params = ckptr.restore(params_dir, on_device(template))
         else:
             params = _restore_part(params_dir, on_device({part: template[part]}))
+    except ConfinedFileError:
+        raise  # names the file and carries its hint
     except (ValueError, KeyError) as e:
         raise ValueError(
             f"parameters in {params_dir} do not match {path / CONFIG_NAME}: {e}"

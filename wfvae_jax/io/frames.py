@@ -30,6 +30,37 @@ _RESAMPLE = {
 CROPS = ("center", "random", "none")
 CLI_CROPS = ("center", "none")  # what the commands offer (random crops are for training)
 
+# The pixel budget of one clip (frames x height x width, after resizing; a decoded frame gets the
+# same budget): 2**27 pixels are 1.5 GiB of float32 RGB, e.g. 65 frames of 1920x1080 or 2,048
+# frames of 256x256. A few-KB file can declare 8192x8192 frames, or a 16x4096 one that a short
+# side of 256 turns into 256x65536; without a budget those reach np.empty or XLA unchecked.
+DEFAULT_MAX_PIXELS = 2**27
+MAX_PIXELS_FLAG = "--max_pixels"
+
+
+class PixelBudgetError(ValueError):
+    """A clip or decoded frame larger than the pixel budget; ``hint`` names the flag."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+def check_pixel_budget(
+    frames: int, height: int, width: int, max_pixels: int | None, what: str = "clip"
+) -> None:
+    """Raises :class:`PixelBudgetError` when ``frames x height x width`` exceeds ``max_pixels``
+    (``None``: no budget). Called before the array of that size is allocated."""
+    pixels = int(frames) * int(height) * int(width)
+    if max_pixels is not None and pixels > max_pixels:
+        raise PixelBudgetError(
+            f"{what} of {frames} x {height} x {width} = {pixels:,} pixels exceeds the pixel "
+            f"budget of {max_pixels:,} ({MAX_PIXELS_FLAG} {max_pixels})",
+            hint=f"pass a smaller --resolution or --num_frames (or --crop center), or raise the "
+            f"budget with {MAX_PIXELS_FLAG} {pixels} if the machine has the memory (12 bytes "
+            "per pixel for the clip, many times that in the model)",
+        )
+
 
 def target_size(resolution: int | tuple[int, int]) -> tuple[int, int]:
     """``(height, width)`` of a resolution: an int is square. Raises ValueError unless positive."""

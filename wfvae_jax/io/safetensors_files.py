@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wfvae_jax.io.confined import confined_file
 from wfvae_jax.io.weight_files import INCOMPLETE_HINT, widen
 
 
@@ -52,7 +53,9 @@ def load_sharded_safetensors(
     Raises:
       FileNotFoundError: the index or any shard it names is missing (all missing ones listed).
       ValueError: the index is not valid JSON with a ``weight_map``, names a shard outside its
-        directory, or a shard lacks a tensor the index puts there; a corrupt shard.
+        directory (or a symlink out of it, unless ``WFVAE_ALLOW_EXTERNAL_LINKS=1``), a shard that
+        is not a regular file (a FIFO, ``io.confined``), or a shard lacks a tensor the index puts
+        there; a corrupt shard.
     """
     index = Path(index)
     if not index.is_file():
@@ -71,7 +74,12 @@ def load_sharded_safetensors(
     bad = [s for s in shards if Path(s).name != s]
     if bad:
         raise ValueError(f"{index} names shard files outside its directory: {bad}")
-    missing = [s for s in shards if not (index.parent / s).is_file()]
+    missing = []
+    for s in shards:  # each must be a regular file inside the index's folder
+        try:
+            confined_file(index.parent, s, "safetensors shard")
+        except FileNotFoundError:
+            missing.append(s)
     if missing:
         raise FileNotFoundError(
             f"{index} names {len(missing)} shard file(s) missing from {index.parent}: {missing} "

@@ -18,8 +18,10 @@ import numpy as np
 from wfvae_jax.io.decode import decoded_frames, open_video
 from wfvae_jax.io.frames import (
     CROPS,
+    DEFAULT_MAX_PIXELS,
     ClipGeometry,
     apply_geometry,
+    check_pixel_budget,
     check_resample,
     clip_geometry,
     scale_255,
@@ -87,6 +89,7 @@ def cut_windows(
     rng: np.random.Generator | None = None,
     resample: str = "bilinear",
     multiple: int = 1,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Windows:
     """Cuts a window of ``num_frames`` frames ``frame_stride`` apart at each of ``starts`` out of
     a stream of decodable frames, in one pass (windows may overlap).
@@ -99,11 +102,14 @@ def cut_windows(
       resolution, crop, multiple: :func:`clip_geometry`; ``rng`` draws a random crop, once, at
         the first frame a window keeps, so every frame of every window shares it.
       resample: the resize filter (:func:`wfvae_jax.io.frames.apply_geometry`).
+      max_pixels: the pixel budget of a decoded frame and of a window (frames x h x w), checked
+        before either is converted or allocated (:func:`~wfvae_jax.io.frames.check_pixel_budget`).
     Returns:
       :class:`Windows`; each kept frame is converted, resized and cropped once. Reading stops as
       soon as every window is complete.
     Raises:
       ValueError: ``num_frames=None`` with other than one start; from :func:`clip_geometry`.
+      PixelBudgetError: a frame or window over ``max_pixels`` (a ValueError naming the flag).
     """
     starts = [int(s) for s in starts]
     n = len(starts)
@@ -116,6 +122,7 @@ def cut_windows(
         seen = index + 1
         if size is None:
             size = _size(frame)
+            check_pixel_budget(1, *size, max_pixels, "a decoded frame")
         wanted = [
             j
             for j, s in enumerate(starts)
@@ -126,10 +133,12 @@ def cut_windows(
         rgb = _rgb(frame)
         if geometry is None:
             geometry = clip_geometry(rgb.shape[0], rgb.shape[1], resolution, crop, rng, multiple)
+            check_pixel_budget(num_frames or 1, *geometry.output, max_pixels)
         out = apply_geometry(rgb, geometry, resample)
         for j in wanted:
             if num_frames is None:
                 buffers[j] = buffers[j] or []
+                check_pixel_budget(len(buffers[j]) + 1, *geometry.output, max_pixels)
                 buffers[j].append(out)
             else:
                 if buffers[j] is None:  # one preallocated array per window
@@ -155,6 +164,7 @@ def read_video(
     rng: np.random.Generator | None = None,
     resample: str = "bilinear",
     multiple: int = 1,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Decodes frames ``start, start + frame_stride, ...`` of ``path`` as float32 in ``[-1, 1]``.
 
@@ -172,6 +182,7 @@ def read_video(
       resample: ``"bilinear"`` (antialiased, as the reference), ``"area"``, ``"bicubic"`` or
         ``"lanczos"``.
       multiple: output sizes are multiples of this where the geometry rounds (8 for WF-VAE).
+      max_pixels: pixel budget of the clip and of a decoded frame (:func:`cut_windows`).
 
     Returns:
       float32 ``(T, H, W, 3)`` RGB in ``[-1, 1]``.
@@ -206,6 +217,7 @@ def read_video(
             rng=rng,
             resample=resample,
             multiple=multiple,
+            max_pixels=max_pixels,
         )
     if not w.clips:
         need = start + (1 if num_frames is None else (num_frames - 1) * frame_stride + 1)

@@ -21,6 +21,7 @@ import wfvae_jax
 from wfvae_jax.data import VideoFolderSource, make_video_dataset, window_span
 from wfvae_jax.inference.sharding import make_mesh
 from wfvae_jax.io import checkpoint as layout
+from wfvae_jax.io.folder_lock import lock_folder
 from wfvae_jax.lc import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
 from wfvae_jax.train import checkpointing, config_check, progress, writers
@@ -206,6 +207,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     workdir = os.path.abspath(workdir)
     checkpointing.check_writable(workdir)
+    with lock_folder(workdir, "train.py --workdir"):  # one run per workdir
+        return _train_locked(config, workdir)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     config_check.check_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
