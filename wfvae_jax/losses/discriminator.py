@@ -21,11 +21,13 @@ Differences from PyTorch that cannot matter for training as the reference runs i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # weights_init (discriminator.py:7-13): conv weights ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02),
 # BatchNorm bias = 0. Conv biases are not touched there and keep PyTorch's default init.
@@ -152,3 +154,80 @@ class NLayerDiscriminator3D(nn.Module):
         h = conv(self.ndf * mult, (1, 1, 1), False, self.ndf * prev, f"conv_{self.n_layers}")(h)
         h = norm_act_drop(h, self.n_layers)
         return conv(1, (1, 1, 1), True, self.ndf * mult, f"conv_{self.n_layers + 1}")(h)
+
+
+def torch_key_map(n_layers: int = 4) -> dict[str, tuple[str, str, str]]:
+    """Reference state-dict key -> ``(collection, module, leaf)`` of :class:`NLayerDiscriminator3D`.
+
+    The reference's ``nn.Sequential`` ``main`` (discriminator.py:96-126) holds, per index:
+    0 the first conv, then per normalised stage ``n = 1..n_layers`` a conv at ``4n - 2`` and its
+    BatchNorm at ``4n - 1`` (activations and dropout hold no weights), and the logits conv at
+    ``4 n_layers + 2``. In ``LPIPSWithDiscriminator3D`` the keys carry ``discriminator.`` (and
+    ``train_ddp.py``'s ``dics_model`` nothing more); strip it first. ``num_batches_tracked`` has
+    no counterpart and is not listed.
+
+    Args:
+        n_layers: ``disc_num_layers`` (4 in the reference's training).
+    Returns:
+        The mapping; collections are ``"params"`` and ``"batch_stats"``.
+    Raises:
+        ValueError: if ``n_layers < 1``.
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    out = {
+        "main.0.weight": ("params", "conv_0", "kernel"),
+        "main.0.bias": ("params", "conv_0", "bias"),
+    }
+    for n in range(1, n_layers + 1):
+        conv, norm = 4 * n - 2, 4 * n - 1
+        out[f"main.{conv}.weight"] = ("params", f"conv_{n}", "kernel")
+        out[f"main.{norm}.weight"] = ("params", f"norm_{n}", "scale")
+        out[f"main.{norm}.bias"] = ("params", f"norm_{n}", "bias")
+        out[f"main.{norm}.running_mean"] = ("batch_stats", f"norm_{n}", "mean")
+        out[f"main.{norm}.running_var"] = ("batch_stats", f"norm_{n}", "var")
+    last = 4 * n_layers + 2
+    out[f"main.{last}.weight"] = ("params", f"conv_{n_layers + 1}", "kernel")
+    out[f"main.{last}.bias"] = ("params", f"conv_{n_layers + 1}", "bias")
+    return out
+
+
+def from_torch_state_dict(
+    state_dict: Mapping[str, Any], n_layers: int = 4
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reference discriminator's weights as our ``(params, batch_stats)`` (float32 numpy).
+
+    Conv kernels go from ``(O, I, kt, kh, kw)`` to ``(kt, kh, kw, I, O)``; BatchNorm ``weight`` is
+    ``scale``, ``running_mean``/``running_var`` are ``mean``/``var``.
+
+    Args:
+        state_dict: ``NLayerDiscriminator3D.state_dict()`` as arrays (keys ``main.*``).
+        n_layers: ``disc_num_layers``.
+    Returns:
+        ``(params, batch_stats)`` nested dicts as :meth:`NLayerDiscriminator3D.init` gives.
+    Raises:
+        ValueError: listing missing keys (``num_batches_tracked`` may be present or not).
+    """
+    keys = torch_key_map(n_layers)
+    missing = sorted(set(keys) - set(state_dict))
+    if missing:
+        raise ValueError(f"{len(missing)} discriminator keys missing: {', '.join(missing)}")
+    tree: dict[str, dict[str, dict[str, np.ndarray]]] = {"params": {}, "batch_stats": {}}
+    for key, (collection, module, leaf) in keys.items():
+        v = np.asarray(state_dict[key], np.float32)
+        if leaf == "kernel":
+            v = np.transpose(v, (2, 3, 4, 1, 0))
+        tree[collection].setdefault(module, {})[leaf] = np.ascontiguousarray(v)
+    return tree["params"], tree["batch_stats"]
+
+
+def to_torch_state_dict(params: Any, batch_stats: Any, n_layers: int = 4) -> dict[str, np.ndarray]:
+    """Inverse of :func:`from_torch_state_dict` (``num_batches_tracked`` is not written)."""
+    tree = {"params": params, "batch_stats": batch_stats}
+    out = {}
+    for key, (collection, module, leaf) in torch_key_map(n_layers).items():
+        v = np.asarray(tree[collection][module][leaf], np.float32)
+        if leaf == "kernel":
+            v = np.transpose(v, (4, 3, 0, 1, 2))
+        out[key] = np.ascontiguousarray(v)
+    return out
