@@ -12,6 +12,9 @@ Layer pattern (k = 3x3x3 kernel, padding 1 on every axis, "s" = (t, h, w) stride
   conv(ndf*min(2**n_layers, 8), s=1, no bias) -> BatchNorm -> LeakyReLU(0.2) -> Dropout(0.3)
   conv(1, s=1, bias)                                   # per-patch logits
 
+The convolutions run through :func:`discriminator_conv`: the same sums, arranged the way XLA:CPU
+computes them 5-50x faster in training than its conv3d.
+
 Differences from PyTorch that cannot matter for training as the reference runs it:
 - PyTorch's BatchNorm running variance uses the unbiased batch variance, Flax's the biased one.
   The reference never switches its discriminator to eval mode (``train_ddp.py`` only toggles the
@@ -20,6 +23,7 @@ Differences from PyTorch that cannot matter for training as the reference runs i
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+
+from wfvae_jax.core.layers import conv_nd
 
 # weights_init (discriminator.py:7-13): conv weights ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02),
 # BatchNorm bias = 0. Conv biases are not touched there and keep PyTorch's default init.
@@ -71,6 +78,87 @@ def torch_conv_bias_init(fan_in: int) -> nn.initializers.Initializer:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+SMALL_MAP = 2  # largest output height/width that discriminator_conv computes tap by tap
+
+
+def _tap_sum(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int], padding) -> jax.Array:
+    """``sum over kernel taps of shifted(lhs) @ rhs[tap]``: a convolution as small matmuls."""
+    nd = lhs.ndim - 2
+    x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+    out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], rhs.shape[:nd], strides, strict=True)]
+    y = None
+    for tap in itertools.product(*(range(k) for k in rhs.shape[:nd])):
+        spans = zip(tap, out, strides, strict=True)
+        window = tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in spans)
+        xt = x[(slice(None), *window)]  # (N, *out, Cin)
+        yt = lax.dot_general(xt, rhs[tap], (((xt.ndim - 1,), (0,)), ((), ())))
+        y = yt if y is None else y + yt
+    return y
+
+
+def discriminator_conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """The discriminator's 3D convolution, for ``nn.Conv(conv_general_dilated=...)``.
+
+    The same cross-correlation as ``lax.conv_general_dilated``, computed the way XLA:CPU runs
+    fast in training (forward and backward), measured with jax 0.10.2 on a 2-core AVX-512 CPU:
+    - output maps at most :data:`SMALL_MAP` pixels high and wide: the sum over the 27 kernel
+      taps of a shifted input times that tap's ``(Cin, Cout)`` matrix. XLA's convolution runs
+      0.2-2 GFLOP/s on 1-2 pixel maps; at a 32x32 input the 512-channel layer's forward and
+      backward take 2.3 s as conv3d, 0.37 s so.
+    - larger maps: zero time padding, then :func:`wfvae_jax.core.layers.conv_nd` (``k_t`` 2D
+      convolutions over time-shifted frames, as WF-VAE's own layers). XLA:CPU's conv3d
+      backward is slow: the first layer at 25x256x256 takes 121 s forward and backward, 2.6 s
+      so; the second 40 s against 8.4 s.
+    Other calls (string padding, dilation, feature groups, not 3D) go to
+    ``lax.conv_general_dilated`` unchanged.
+
+    Args: as ``lax.conv_general_dilated``, with channels-last ``lhs`` ``(N, T, H, W, Cin)`` and
+      ``rhs`` ``(kt, kh, kw, Cin, Cout)`` as ``nn.Conv`` passes them.
+    Returns: ``(N, T', H', W', Cout)`` in ``lhs``'s dtype.
+    """
+    plain = (
+        lhs.ndim != 5
+        or isinstance(padding, str)
+        or feature_group_count != 1
+        or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+    )
+    if plain:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    padding = tuple(tuple(p) for p in padding)
+    out_hw = [
+        (n + lo + hi - k) // s + 1
+        for n, (lo, hi), k, s in zip(
+            lhs.shape[2:4], padding[1:], rhs.shape[1:3], window_strides[1:], strict=True
+        )
+    ]
+    if max(out_hw) <= SMALL_MAP:
+        return _tap_sum(lhs, rhs, window_strides, padding)
+    x = jnp.pad(lhs, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
+    return conv_nd(x, rhs, None, window_strides, (0, *padding[1:]), lhs.dtype)
 
 
 class NLayerDiscriminator3D(nn.Module):
@@ -125,6 +213,7 @@ class NLayerDiscriminator3D(nn.Module):
                 kernel_init=conv_kernel_init,
                 bias_init=torch_conv_bias_init(in_features * 27),
                 dtype=self.dtype,
+                conv_general_dilated=discriminator_conv,
                 name=name,
             )
 
