@@ -33,6 +33,10 @@ Needs CPU torch, diffusers, einops, safetensors, PyAV and numpy (no JAX). Setup:
   concatenated in that order; the rounding is at most ``lr * scale / 2``, ~4e-8 here).
 - ``s<k>/ema_ulps`` (generator steps): the EMA's change in float32 units in the last place
   (``int32`` bit patterns after minus before) of the first ``EMA_HEAD`` elements of every tensor.
+- ``adamw/*``: AdamW and the reference's ``EMA`` at magnitudes float32 resolves (at lr 1e-5
+  weight decay changes a weight by 1e-9 of itself, below float32's resolution): ``p0``
+  (3, 64), ``grads`` (4, 3, 64) with rows scaled 1, 1e-6, 1e-9 (the last near AdamW's eps),
+  ``params`` and ``ema`` after each of the 4 steps (lr 1e-2, weight decay 0.1, EMA decay 0.9).
 - ``meta``: JSON with the settings and, per step, every logged loss term, the per-frame LPIPS,
   the discriminator's logit means, the gradient norms and the AdamW moments' norms per tensor.
 """
@@ -103,6 +107,29 @@ def ema_ulps(before: dict, after: dict, keys: list[str]) -> np.ndarray:
         b, a = before[k].ravel()[:EMA_HEAD], after[k].ravel()[:EMA_HEAD]
         out.append(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))
     return np.concatenate(out).astype(np.int32)
+
+
+def adamw_probe(reference_ema) -> dict[str, np.ndarray]:
+    """torch AdamW (lr 1e-2, weight decay 0.1) and the reference EMA (0.9) on fixed gradients."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal((3, 64)).astype(np.float32)
+    scale = np.array([1.0, 1e-6, 1e-9], np.float32)[None, :, None]
+    grads = (rng.standard_normal((4, 3, 64)) * scale).astype(np.float32)
+    module = torch.nn.Module()
+    module.w = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+    opt = torch.optim.AdamW([module.w], lr=1e-2, weight_decay=0.1)
+    ema = reference_ema(module, 0.9)
+    ema.register()
+    params, shadows = [], []
+    for g in grads:
+        module.w.grad = torch.from_numpy(g.copy())
+        opt.step()
+        ema.update()
+        params.append(module.w.detach().numpy().copy())
+        shadows.append(ema.shadow["w"].numpy().copy())
+    return {"p0": p0, "grads": grads, "params": np.stack(params), "ema": np.stack(shadows)}
 
 
 def _moment_norms(optimizer, names: dict[int, str]) -> dict[str, list[float]]:
@@ -180,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
         log = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in log.items()}
         steps.append(log)
         print(s, kind, {k: v for k, v in log.items() if isinstance(v, float)})
+    from causalvideovae.model.ema_model import EMA
+
+    out.update({f"adamw/{k}": v for k, v in adamw_probe(EMA).items()})
     meta = dict(
         reference="PKU-YuanGroup/WF-VAE",
         clips=[p.name for p in CLIPS],
