@@ -3,7 +3,7 @@
 For one model (default WF-VAE-S, random weights) at ``--size`` x ``--size`` and each T in
 ``--frames``, measures ``wfvae_jax.encode``/``decode`` without and with ``t_chunk`` (Causal Cache,
 ``wfvae_jax.inference.causal_cache``). Each (T, op, mode) runs in fresh child processes (see
-``benchmarks/_common.py``): a compile child (compile time, compile peak memory, XLA's buffer
+``benchmarks/_measure.py``): a compile child (compile time, compile peak memory, XLA's buffer
 accounting) and a run child (first call from the compilation cache, median of the warm runs,
 execution peak memory = peak RSS, or device peak bytes on GPU, minus the baseline after imports,
 weights and inputs). The first-call column is compile + first run: what a fresh process pays.
@@ -14,7 +14,8 @@ chunked peak <= 0.35x direct at T=129, chunked warm time <= 1.3x direct.
 Usage::
 
     python benchmarks/causal_cache.py --quick                  # 64x64, T = 17, 33, ~minutes
-    nice -n 10 python benchmarks/causal_cache.py --out benchmarks/results/causal_cache_256.json
+    nice -n 10 python benchmarks/causal_cache.py --size 128 --frames 17,33,65,129 --warm-runs 2 \\
+        --warm-budget 200 --out benchmarks/results/causal_cache_128.json
     python benchmarks/causal_cache.py --size 128 --frames 17,33,65,129 --enc-chunk 16 --dec-chunk 4
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
+import _measure as M  # noqa: E402
 
 FLAT_MAX = 1.2  # chunked peak(T=129) / peak(T=33)
 MEM_MAX = 0.35  # chunked / direct peak at T=129
@@ -83,10 +85,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.frames = [int(f) for f in args.frames.split(",")]
     args.ops = args.ops.split(",")
     args.modes = args.modes.split(",")
-    C.check_frames(p, [args.model], args.frames)
+    M.check_frames(p, [args.model], args.frames)
     if args.size % 8:
         p.error("--size must be a multiple of 8")
-    C.check_enc_chunk(p, [args.model], args.enc_chunk)
+    M.check_enc_chunk(p, [args.model], args.enc_chunk)
     return args
 
 
@@ -126,7 +128,7 @@ def run_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
                             )
                             continue
                     C.log(f"{op} {mode} T={t} {args.size}x{args.size} t_chunk={tc} ...")
-                    r = C.measure_config(__file__, spec, args.timeout, env)
+                    r = M.measure_config(__file__, spec, args.timeout, env)
                     r["spec"] = spec
                     results.append(r)
                     if "error" in r:
@@ -392,7 +394,7 @@ def merge_saved(paths: list[str]) -> tuple[argparse.Namespace, list[dict[str, An
 
 
 def main(argv: list[str]) -> None:
-    if C.child_main(argv):
+    if M.child_main(argv):
         return
     args = parse_args(argv)
     if args.from_json:

@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
+import _measure as M  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,7 +76,7 @@ def _model(spec: dict) -> tuple[Any, Any]:
     if spec["checkpoint"]:
         return wfvae_jax.load_pretrained(spec["checkpoint"], part="encoder")
     config = wfvae_jax.get_config(spec["config"])
-    return C.random_params(config, part="encoder"), config
+    return M.random_params(config, part="encoder"), config
 
 
 def _plain_loop(params, config, root, clips, spec, batch) -> dict[str, float]:

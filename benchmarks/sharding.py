@@ -35,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _common as C  # noqa: E402
+import _measure as M  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,8 +65,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.space = [int(s) for s in args.space.split(",")]
     args.ops, args.modes = args.ops.split(","), args.modes.split(",")
     if args.child is None:
-        C.check_frames(p, [args.model], [args.frames])
-        C.check_enc_chunk(p, [args.model], args.enc_chunk)
+        M.check_frames(p, [args.model], [args.frames])
+        M.check_enc_chunk(p, [args.model], args.enc_chunk)
     return args
 
 
@@ -104,7 +105,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     probe = C.MemoryProbe()
     probe.set_baseline()
     t0 = time.perf_counter()
-    tc = C.api_t_chunk(tc)
+    tc = M.api_t_chunk(tc)
     lowered = lower(_abstract(shapes, rep), x, cfg, dtype=dtype, t_chunk=tc, mesh=mesh)
     compiled = lowered.compile()
     ma = compiled.memory_analysis()
@@ -125,8 +126,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     m["total"] = m["argument"] + m["output"] + m["temp"] - m["alias"]
     m["xla_peak"] = ma.peak_memory_in_bytes / C.MIB
     if spec.get("execute"):
-        params = C.random_params(cfg)
-        z = C.random_video(in_shape) if op == "encode" else C.random_video(in_shape, 1)
+        params = M.random_params(cfg)
+        z = M.random_video(in_shape) if op == "encode" else M.random_video(in_shape, 1)
         if mesh is not None:
             params, z = sharding.replicate(params, mesh), jax.device_put(z, act)
         for d in jax.devices():

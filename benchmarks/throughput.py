@@ -5,7 +5,7 @@ For each model (default WF-VAE-S and WF-VAE-L, random weights), spatial size (de
 dtype (float32, bfloat16) and mode (direct; chunked: Causal Cache with ``--enc-chunk`` /
 ``--dec-chunk``, by default the chunk ``wfvae_jax.auto_t_chunk`` picks for the shape), measures
 ``wfvae_jax.encode`` and ``wfvae_jax.decode`` on a ``1 x T x S x S`` clip (T = 33), each op in
-fresh child processes (see ``benchmarks/_common.py``): first call (compile + first run), median
+fresh child processes (see ``benchmarks/_measure.py``): first call (compile + first run), median
 warm time (warm-up excluded), videos/s, and peak memory: device ``peak_bytes_in_use``
 (``memory_stats()``) on GPU/TPU, peak RSS on CPU (which has no device statistics), also minus the
 baseline after imports, weights and inputs. ``--precision`` sets ``jax_default_matmul_precision``
@@ -36,6 +36,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
+import _measure as M  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -113,7 +114,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--modes must be direct and/or chunked, got {args.modes}")
     if args.from_json:
         return args
-    C.check_frames(p, args.models, [args.frames])
+    M.check_frames(p, args.models, [args.frames])
     for flag in ("enc_chunk", "dec_chunk"):
         v = getattr(args, flag)
         if v != "auto":
@@ -122,7 +123,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             except ValueError:
                 p.error(f"--{flag.replace('_', '-')} must be an integer or auto, got {v!r}")
     if args.enc_chunk != "auto":
-        C.check_enc_chunk(p, args.models, args.enc_chunk)
+        M.check_enc_chunk(p, args.models, args.enc_chunk)
     if args.dec_chunk != "auto" and args.dec_chunk < 1:
         p.error("--dec-chunk must be >= 1")
     return args
@@ -216,7 +217,7 @@ def run_sweep(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
                 results.append({"spec": spec, "skipped": skip})
                 continue
             C.log(f"{what}" + (f" t_chunk={tc}" if tc else "") + " ...")
-            r = C.measure_config(__file__, spec, args.timeout, env)
+            r = M.measure_config(__file__, spec, args.timeout, env)
             r["spec"] = spec
             results.append(r)
             if "error" in r:
@@ -302,7 +303,7 @@ def table(args: argparse.Namespace, results: list[dict[str, Any]], note: str) ->
 
 
 def main(argv: list[str]) -> None:
-    if C.child_main(argv):
+    if M.child_main(argv):
         return
     args = parse_args(argv)
     if args.from_json:

@@ -23,7 +23,9 @@ posterior mean; decode: the video) are saved and compared: the max abs differenc
 compute the same function on these weights. Ratios: speed = reference warm / ours warm (> 1:
 ours is faster), memory = ours peak / reference peak (< 1: ours is lighter).
 
-Writes ``benchmarks/results/vs_reference_<tag>.json`` (``--out``) and prints a markdown table.
+Prints a markdown table and writes ``benchmarks/results/vs_reference_S.json`` (the WF-VAE-S set;
+``vs_reference_S_L.json`` with ``--with_l``, ``vs_reference_quick.json`` with ``--quick``, a
+``_partial`` suffix with ``--only``; or ``--out``): one current file per set.
 ``--quick`` is a smoke run (the tiny config, 17x32x32, 1 warm call; a minute or two). The full
 WF-VAE-S set (10 configurations, 20 processes) takes about 25-30 min on a 2-core CPU; run it on a
 quiet machine.
@@ -35,7 +37,6 @@ import argparse
 import fnmatch
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -43,8 +44,12 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RESULT_TAG = "@@VS_REFERENCE@@ "
-MIB = 1024.0 * 1024.0
+sys.path.insert(0, HERE)
+
+import _common as C  # noqa: E402
+import _vs_reference_workers as W  # noqa: E402
+
+WORKERS = W.__file__
 OPS = ("encode", "decode")
 
 # name -> (model, T, H = W, op, mode). Names select with --only (fnmatch patterns).
@@ -104,6 +109,13 @@ def parse_chunks(text: str) -> tuple[int, int] | None:
     return enc, dec
 
 
+def default_tag(args: argparse.Namespace) -> str:
+    """The default ``--out`` name's tag: one current file per set (``S``, ``S_L`` with
+    ``--with_l``, ``quick``), ``_partial`` when ``--only`` picks part of it."""
+    tag = "quick" if args.quick else "S_L" if args.with_l else "S"
+    return tag + ("_partial" if args.only else "")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", help="root of a PKU-YuanGroup/WF-VAE checkout (required)")
@@ -153,134 +165,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not os.path.isfile(args.torch_python) or not os.access(args.torch_python, os.X_OK):
         p.error(f"--torch_python {args.torch_python!r} is not an executable")
     if args.out is None:
-        tag = "quick" if args.quick else time.strftime("%Y%m%d_%H%M")
-        args.out = os.path.join(HERE, "results", f"vs_reference_{tag}.json")
+        args.out = os.path.join(HERE, "results", f"vs_reference_{default_tag(args)}.json")
     return args
 
 
-# ----------------------------------------------------------------------------- workers
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _timed_calls(fn: Any, warm: int) -> tuple[float, list[float], Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t0
-    warms = []
-    for _ in range(warm):
-        out = None  # the previous output does not add to the next call's peak
-        t0 = time.perf_counter()
-        out = fn()
-        warms.append(time.perf_counter() - t0)
-    return first, warms, out
-
-
-def ref_prepare(spec: dict[str, Any]) -> dict[str, Any]:
-    """Reference side: a seeded random ``WFVAEModel`` of the given config, ``save_pretrained``."""
-    sys.path.insert(0, spec["reference"])
-    import torch
-    from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
-
-    torch.manual_seed(spec["seed"])
-    kwargs = {k: v for k, v in spec["config"].items() if not k.startswith("_")}
-    model = WFVAEModel(**kwargs).eval()
-    model.save_pretrained(spec["out"])
-    return {"parameters": sum(p.numel() for p in model.parameters())}
-
-
-def ref_run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Reference side: load the saved model, time encode/decode, save the output."""
-    sys.path.insert(0, spec["reference"])
-    import numpy as np
-    import torch
-    from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
-
-    torch.set_num_threads(spec["threads"])
-    model = WFVAEModel.from_pretrained(spec["weights"]).eval()
-    if spec["mode"] == "chunked":
-        model.enable_tiling()
-    x = torch.from_numpy(np.load(spec["input"])).permute(0, 4, 1, 2, 3).contiguous()
-    base = _peak_rss_mib()
-
-    def call() -> Any:
-        with torch.inference_mode():
-            if spec["op"] == "encode":
-                return model.encode(x).latent_dist.mean
-            return model.decode(x).sample
-
-    first, warms, y = _timed_calls(call, spec["warm"])
-    peak = _peak_rss_mib()
-    np.save(spec["output"], y.permute(0, 2, 3, 4, 1).contiguous().numpy())
-    chunks = None
-    if spec["mode"] == "chunked":
-        chunks = [model.t_chunk_enc, model.t_chunk_dec]
-    return {
-        "first_s": first,
-        "warm_s": warms,
-        "peak_rss_mib": peak,
-        "loaded_rss_mib": base,
-        "chunks": chunks,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-
-
-def ours_run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Our side: load the converted checkpoint, time encode/decode, save the output.
-
-    Only the half the op runs is loaded (``load_pretrained(part="encoder"|"decoder")``): the
-    reference memory-maps its safetensors lazily, so its untouched half is never read into
-    memory either, and the loaded and peak RSS compare like for like.
-    """
-    import jax
-    import numpy as np
-
-    import wfvae_jax
-    from wfvae_jax.io.checkpoint import OP_PART
-
-    params, config = wfvae_jax.load_pretrained(spec["weights"], part=OP_PART[spec["op"]])
-    x = jax.block_until_ready(jax.numpy.asarray(np.load(spec["input"])))
-    base = _peak_rss_mib()
-    tc = spec["t_chunk"]  # 0: direct; None: auto; else the chunk
-    fn = wfvae_jax.encode if spec["op"] == "encode" else wfvae_jax.decode
-
-    def call() -> Any:
-        y = fn(params, x, config, t_chunk=tc)
-        return jax.block_until_ready(y.mean if spec["op"] == "encode" else y)
-
-    first, warms, y = _timed_calls(call, spec["warm"])
-    peak = _peak_rss_mib()
-    np.save(spec["output"], np.asarray(y))
-    if tc is None:  # what the auto rule chose, in the op's units
-        _, t, h, w, _ = x.shape
-        s = config.spatial_downsample if spec["op"] == "decode" else 1
-        t = config.video_frames(t) if spec["op"] == "decode" else t
-        c = wfvae_jax.auto_t_chunk(config, t, s * h, s * w)
-        tc = config.latent_chunk(c) if c and spec["op"] == "decode" else c
-    return {
-        "first_s": first,
-        "warm_s": warms,
-        "peak_rss_mib": peak,
-        "loaded_rss_mib": base,
-        "t_chunk": tc,
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-    }
-
-
-def worker_main(kind: str, spec: dict[str, Any]) -> None:
-    fn = {"ref_prepare": ref_prepare, "ref_run": ref_run, "ours_run": ours_run}[kind]
-    print(RESULT_TAG + json.dumps(fn(spec)), flush=True)
-
-
 # ----------------------------------------------------------------------------- parent
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def run_worker(python: str, kind: str, spec: dict[str, Any], args: argparse.Namespace) -> dict:
@@ -291,15 +180,15 @@ def run_worker(python: str, kind: str, spec: dict[str, Any], args: argparse.Name
     env.setdefault("HF_HUB_OFFLINE", "1")
     if args.preload:
         env["LD_PRELOAD"] = args.preload
-    cmd = [python, os.path.abspath(__file__), "--worker", kind, json.dumps(spec)]
+    cmd = [python, os.path.abspath(WORKERS), kind, json.dumps(spec)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {args.timeout:.0f} s"}
     for line in reversed(p.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            out = json.loads(line[len(RESULT_TAG) :])
+        if line.startswith(W.RESULT_TAG):
+            out = json.loads(line[len(W.RESULT_TAG) :])
             out["process_wall_s"] = time.perf_counter() - t0
             return out
     return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout)[-1500:]}"}
@@ -318,7 +207,7 @@ def prepare(args: argparse.Namespace) -> dict[str, dict[str, str]]:
         root = os.path.join(args.workdir, f"{MODELS[model]}_seed{args.seed}")
         ref_dir, ours_dir = os.path.join(root, "reference"), os.path.join(root, "wfvae_jax")
         if not os.path.isfile(os.path.join(ref_dir, "diffusion_pytorch_model.safetensors")):
-            log(f"{MODELS[model]}: reference save_pretrained -> {ref_dir}")
+            C.log(f"{MODELS[model]}: reference save_pretrained -> {ref_dir}")
             spec = {"reference": os.path.abspath(args.reference), "seed": args.seed}
             r = run_worker(
                 args.torch_python,
@@ -330,8 +219,8 @@ def prepare(args: argparse.Namespace) -> dict[str, dict[str, str]]:
                 raise RuntimeError(f"reference save_pretrained failed: {r['error']}")
         # An export from before the .npy layout would load through orbax: convert again.
         if not checkpoint.is_export_dir(ours_dir) or checkpoint.is_orbax_export(ours_dir):
-            log(f"{MODELS[model]}: wfvae convert -> {ours_dir}")
-            cmd = [sys.executable, "-m", "wfvae_jax.io.convert", ref_dir, ours_dir, "--force"]
+            C.log(f"{MODELS[model]}: wfvae convert -> {ours_dir}")
+            cmd = [sys.executable, "-m", "wfvae_jax", "convert", ref_dir, ours_dir, "--force"]
             p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             if p.returncode:
                 raise RuntimeError(f"conversion failed: {p.stderr[-1500:]}")
@@ -378,7 +267,7 @@ def measure(args: argparse.Namespace, paths: dict[str, dict[str, str]]) -> list[
         base = {k: c[k] for k in ("op", "mode", "input")} | {"warm": args.warm}
         out_ref = os.path.join(outdir, c["name"] + "_reference.npy")
         out_ours = os.path.join(outdir, c["name"] + "_ours.npy")
-        log(f"{c['name']}: reference ...")
+        C.log(f"{c['name']}: reference ...")
         row["reference"] = run_worker(
             args.torch_python,
             "ref_run",
@@ -391,7 +280,7 @@ def measure(args: argparse.Namespace, paths: dict[str, dict[str, str]]) -> list[
             },
             args,
         )
-        log(f"{c['name']}: ours ...")
+        C.log(f"{c['name']}: ours ...")
         row["ours"] = run_worker(
             sys.executable,
             "ours_run",
@@ -413,7 +302,7 @@ def measure(args: argparse.Namespace, paths: dict[str, dict[str, str]]) -> list[
         for side in ("reference", "ours"):
             r = row[side]
             msg = r["error"][-300:] if "error" in r else _cell(r)
-            log(f"  {side}: {msg}")
+            C.log(f"  {side}: {msg}")
         results.append(row)
     return results
 
@@ -509,9 +398,6 @@ def merged_table(paths: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "--worker":
-        worker_main(argv[1], json.loads(argv[2]))
-        return 0
     args = parse_args(argv)
     if args.from_json:
         print(merged_table(args.from_json), flush=True)
@@ -553,7 +439,7 @@ def main(argv: list[str]) -> int:
             f,
             indent=2,
         )
-    log(f"wrote {args.out} ({time.time() - t0:.0f} s)")
+    C.log(f"wrote {args.out} ({time.time() - t0:.0f} s)")
     return 0 if len(ok) == len(results) else 1
 
 

@@ -1,4 +1,4 @@
-"""``python -m wfvae_jax.encode_dataset`` for the resume tests, able to stop at a chosen point.
+"""``wfvae encode-dataset`` for the resume tests, able to stop at a chosen point.
 
 With ``WFVAE_TEST_STOP_AT=record:N`` the process stops right after writing its N-th record (into
 a shard's ``.tmp`` file); with ``marker:N`` right before writing its N-th shard marker (after that
@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from wfvae_jax import encode_dataset
+from wfvae_jax.commands import encode_dataset  # noqa: E402
 from wfvae_jax.commands.errors import run  # noqa: E402
 from wfvae_jax.data import latents  # noqa: E402
 

@@ -162,7 +162,7 @@ def errors(params, config) -> dict:
             params,
             np.zeros((1, 1, 32, 32, 3), np.float32),
             config,
-            mesh=jax.sharding.Mesh(np.array(jax.devices()[:2]), ("fsdp",)),
+            mesh=jax.sharding.Mesh(np.array(jax.devices()[:2]), ("model",)),
         ),
     }
     for key, fn in cases.items():

@@ -112,6 +112,17 @@ def test_workdir_loader_reads_what_train_writes(tmp_path, tiny):
     assert "(step 7, raw)" in description
     with pytest.raises(FileNotFoundError, match="no checkpoint for step 3"):
         checkpoint.load_train_checkpoint(tmp_path, step=3)
+    assert checkpoint.load_model_lc_settings(workdir=tmp_path) is None  # meta has no run config
+
+
+def test_workdir_without_a_saved_step(tmp_path):
+    """A workdir whose checkpoints/ holds no step yet (a run killed before its first save): no
+    LC settings, and the loader names the empty directory."""
+    (tmp_path / "checkpoints").mkdir()
+    assert checkpoint.load_model_lc_settings(workdir=tmp_path) is None
+    assert checkpoint.load_model_lc_settings(checkpoint=tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="no checkpoint saved in"):
+        checkpoint.load_model(workdir=tmp_path)
 
 
 # ---- formats the converter reads -------------------------------------------------------------

@@ -7,6 +7,7 @@ with one ``error:`` line.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -120,18 +121,77 @@ def test_analyze_user_errors(ckpt, tmp_path, capsys, monkeypatch):
 def test_dispatcher_and_bench_errors(capsys, monkeypatch):
     assert "did you mean reconstruct?" in wfvae(capsys, "recon")
     assert "hint: one of: " in wfvae(capsys, "bench", "no_such_benchmark")
-    monkeypatch.setitem(cli.COMMANDS, "future", ("wfvae_jax._no_such_module", "main", "", None))
+    monkeypatch.setitem(cli.COMMANDS, "future", ("wfvae_jax._no_such_module", "main", ""))
     assert "not available in this version" in wfvae(capsys, "future")
     # A missing optional dependency names the extra to install (grain: training only).
     monkeypatch.setitem(sys.modules, "grain", None)
     monkeypatch.delitem(sys.modules, "wfvae_jax.data.pipeline", raising=False)
-    entry = ("wfvae_jax.data.pipeline", "make_video_dataset", "", "train")
+    entry = ("wfvae_jax.data.pipeline", "make_video_dataset", "")
     monkeypatch.setitem(cli.COMMANDS, "needs-grain", entry)
     err = wfvae(capsys, "needs-grain")
     assert "needs the Python package 'grain'" in err and "pip install 'wfvae_jax[train]'" in err
     with pytest.raises(SystemExit) as e:
         cli.main([])
     assert e.value.code == 2 and "usage: wfvae COMMAND" in capsys.readouterr().out
+
+
+def test_required_extra_is_checked_before_any_work(ckpt, tmp_path, capsys, monkeypatch):
+    """`wfvae analyze` without matplotlib stops before it loads or encodes anything."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec: not installed
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the command started without its extra")
+
+    monkeypatch.setattr(wfvae_jax, "load_pretrained", must_not_run)
+    monkeypatch.setattr("wfvae_jax.io.checkpoint.load_pretrained", must_not_run)
+    err = wfvae(capsys, "analyze", "--checkpoint", ckpt, "--videos", VIDEOS, "--out", tmp_path)
+    assert "`wfvae analyze` needs the 'eval' extra; not installed: matplotlib" in err
+    assert "hint: pip install 'wfvae_jax[eval]'" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_extras_map_matches_pyproject_and_requirements():
+    """commands/extras.py is the one map; pyproject.toml's extras and requirements.txt follow."""
+    import re
+    import tomllib
+
+    from wfvae_jax.commands import extras
+
+    def dist(requirement: str) -> str:
+        return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["optional-dependencies"]
+    assert set(declared) == {*extras.EXTRAS, "dev"}
+    for extra, packages in extras.EXTRAS.items():
+        assert {dist(r) for r in declared[extra]} == set(packages.values()), extra
+    assert f"wfvae_jax[{','.join(extras.EXTRAS)}]" in declared["dev"]
+    pinned = {
+        dist(line)
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {d for pkgs in extras.EXTRAS.values() for d in pkgs.values()} <= pinned
+    assert set(extras.COMMAND_EXTRAS) <= set(cli.COMMANDS)
+    assert set(extras.COMMAND_EXTRAS.values()) <= set(extras.EXTRAS)
+    assert extras.extra_for_package("matplotlib.pyplot") == "eval"
+    assert extras.extra_for_package("grain") == "train"
+    assert extras.extra_for_package("numpy") is None
+
+
+@pytest.mark.parametrize("name", ["convert", "reconstruct", "eval", "train"])
+def test_help_usage_names_wfvae(name, capsys, monkeypatch):
+    """Each command's --help starts `usage: wfvae NAME`, however it was started."""
+    import importlib
+
+    monkeypatch.setattr(sys, "argv", [f"/somewhere/{name}.py"])  # as python -m / a script
+    main = importlib.import_module(f"wfvae_jax.commands.{name}").main
+    try:
+        rc = main(["--help"])
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 0
+    assert capsys.readouterr().out.startswith(f"usage: wfvae {name} ")
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -176,3 +236,46 @@ def test_missing_optional_package_is_a_user_error(capsys):
 
     with pytest.raises(ModuleNotFoundError):
         run(internal, [])
+
+
+def test_directory_and_truncated_input_are_one_error_with_a_hint(ckpt, tmp_path, capsys):
+    base = ["reconstruct", "--checkpoint", ckpt, "--output", tmp_path / "o.mp4", "--input"]
+    err = wfvae(capsys, *base, tmp_path)
+    assert f"error: {tmp_path} is a directory, not a video file" in err
+    assert "hint: pass one video file" in err and "not found" not in err
+    data = SHORT.read_bytes()  # its moov index is written after the frames, as muxers do
+    for keep in (0.5, 0.9):  # the cut falls in the frames, then in the index
+        cut = tmp_path / f"cut_{keep}.mp4"
+        cut.write_bytes(data[: int(len(data) * keep)])
+        err = wfvae(capsys, *base, cut)
+        assert f"cannot open video {cut}: the file is truncated" in err, err
+        assert "hint: download or copy it again" in err and "Errno" not in err
+    # Not an MP4 cut short but bytes FFmpeg cannot read: no errno, a hint what to check.
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 20)
+    err = wfvae(capsys, *base, junk)
+    assert "damaged, incomplete or not a video" in err and "Errno" not in err
+    assert "hint: check it plays (ffprobe" in err
+
+
+def test_analyze_checks_matplotlib_before_any_work(ckpt, tmp_path, capsys, monkeypatch):
+    work = []
+    monkeypatch.setattr(wfvae_jax, "load_pretrained", lambda *a, **k: work.append("load"))
+    monkeypatch.setattr(wfvae_jax, "encode", lambda *a, **k: work.append("encode"))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    argv = ["analyze", "--checkpoint", ckpt, "--videos", VIDEOS, "--out", tmp_path]
+    err = wfvae(capsys, *argv, "--num_frames", 9, "--resolution", 32)
+    assert "'matplotlib'" in err and "hint: pip install 'wfvae_jax[eval]'" in err
+    assert work == []  # nothing loaded, nothing encoded
+
+
+@pytest.mark.parametrize(
+    "name", ["analyze", "latent-stats", "encode-dataset"], ids=lambda n: n.replace("-", "_")
+)
+def test_help_usage_names_the_wfvae_command(name, capsys):
+    main = importlib.import_module(f"wfvae_jax.commands.{name.replace('-', '_')}").main
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])  # called directly: argparse's prog is not taken from sys.argv
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: wfvae {name} ")

@@ -126,3 +126,35 @@ def test_open_sora_plan_v15_config():
         m4.base_channels,
         m4.encoder_energy_flow_hidden_size,
     )
+
+
+def test_t_chunk_rule():
+    """The one chunk rule: encoder chunks in video frames (multiples of temporal_downsample),
+    decoder chunks in latent frames (>= 1), 0 = direct only where allowed, no groupnorm."""
+    c4, c8 = get_config("WF-VAE-S"), get_config("OpenSoraPlan-v1.5-WF-VAE-M-888-32Chn")
+    cases = ((c4, (4, 8, 16), (1, 2, 6, -4), [4, 4, 8, 4]), (c8, (8, 16), (4, 12, -8), [8, 16, 8]))
+    for cfg, good, bad, nearest in cases:
+        for t in good:
+            cfg.check_t_chunk(t, "encode", direct_ok=False)
+        unit = cfg.temporal_downsample
+        for t in bad:
+            with pytest.raises(
+                ValueError, match=f"0 \\(direct\\) or a positive multiple of {unit} "
+            ):
+                cfg.check_t_chunk(t, "encode")
+        assert [cfg.nearest_t_chunk(t) for t in bad] == nearest
+    c4.check_t_chunk(0, "encode")
+    c4.check_t_chunk(1, "decode", direct_ok=False)
+    with pytest.raises(ValueError, match="must be a positive multiple of 4"):
+        c4.check_t_chunk(0, "encode", direct_ok=False)
+    with pytest.raises(ValueError, match="multiple of 1 \\(latent frames"):
+        c4.check_t_chunk(0, "decode", direct_ok=False)
+    for t in (4.0, True, None):
+        with pytest.raises(ValueError, match="positive multiple"):
+            c4.check_t_chunk(t, "encode")
+    gn = c4.replace(norm_type="groupnorm", base_channels=32)
+    gn.check_t_chunk(0, "encode")  # direct inference is exact for GroupNorm
+    with pytest.raises(ValueError, match="groupnorm"):
+        gn.check_t_chunk(4, "encode")
+    with pytest.raises(ValueError, match="op must be"):
+        c4.check_t_chunk(4, "encoder")

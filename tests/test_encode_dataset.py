@@ -31,17 +31,13 @@ import pytest
 
 import wfvae_jax
 from tests.conftest import TINY
+from wfvae_jax.commands.encode_dataset import main
 from wfvae_jax.commands.errors import run
 from wfvae_jax.data import LatentSource, find_videos
 from wfvae_jax.data import latents as fmt
-from wfvae_jax.encode_dataset import (
-    ClipSpec,
-    EncodeOptions,
-    FolderInput,
-    TfdsInput,
-    encode_dataset,
-    main,
-)
+from wfvae_jax.data.tfds import TfdsVideoSource
+from wfvae_jax.data.video_source import VideoFiles
+from wfvae_jax.encode_dataset import ClipSpec, EncodeOptions, encode_dataset
 from wfvae_jax.io.convert import load_reference
 from wfvae_jax.io.video import count_frames, read_video, resize_and_crop, write_video
 
@@ -72,7 +68,7 @@ def reference(model, video_dir, tmp_path_factory):
     """An uninterrupted single-process run: (out, summary)."""
     params, config = model
     out = str(tmp_path_factory.mktemp("reference"))
-    summary = encode_dataset(params, config, FolderInput(video_dir), out, SPEC, OPTIONS)
+    summary = encode_dataset(params, config, VideoFiles(video_dir), out, SPEC, OPTIONS)
     return out, summary
 
 
@@ -148,7 +144,7 @@ def test_sample_store_bfloat16_with_stride(model, video_dir, tmp_path):
     options = dataclasses.replace(
         OPTIONS, store="sample", storage_dtype="bfloat16", seed=3, batch_size=2
     )
-    encode_dataset(params, config, FolderInput(video_dir), str(tmp_path), spec, options)
+    encode_dataset(params, config, VideoFiles(video_dir), str(tmp_path), spec, options)
     source = LatentSource(tmp_path)
     items = [source[i] for i in range(len(source))]
     assert [(it["video"], it["start"]) for it in items] == _expected_clips(video_dir, spec)
@@ -204,7 +200,7 @@ def test_refuses_another_encoding_unless_overwrite(model, video_dir, reference, 
     params, config = model
     out = str(tmp_path / "out")
     shutil.copytree(reference[0], out)
-    inputs = FolderInput(video_dir)
+    inputs = VideoFiles(video_dir)
     one_clip = dataclasses.replace(SPEC, clips_per_video=1)
     with pytest.raises(ValueError, match=r"different encoding \(differs in: clips.clips_per_video"):
         encode_dataset(params, config, inputs, out, one_clip, OPTIONS)
@@ -329,10 +325,10 @@ def test_tfds_input(model, tfds_dir, tmp_path):
     from tests.test_data import TFDS_LENGTHS
 
     params, config = model
-    inputs = TfdsInput("wfvae_test_tiny_videos", "train", tfds_dir)
+    inputs = TfdsVideoSource("wfvae_test_tiny_videos", "train", tfds_dir)
     encode_dataset(params, config, inputs, str(tmp_path), SPEC, OPTIONS)
     source = LatentSource(tmp_path)
-    lengths = [len(inputs.source[i]["video"]) for i in range(len(inputs))]
+    lengths = [len(inputs[i]["video"]) for i in range(len(inputs))]
     assert sorted(lengths) == sorted(TFDS_LENGTHS)  # tfds stores records in its own order
     expected = [
         (f"tfds:wfvae_test_tiny_videos/train[{i}]", 9 * k)
@@ -351,7 +347,7 @@ def test_tfds_input(model, tfds_dir, tmp_path):
     ]
     for it in items:
         i = int(it["video"].split("[")[1][:-1])
-        window = inputs.source[i]["video"][it["start"] : it["start"] + 9]
+        window = inputs[i]["video"][it["start"] : it["start"] + 9]
         post = wfvae_jax.encode(params, resize_and_crop(window, (32, 48))[None], config)
         np.testing.assert_allclose(it["mean"], post.mean[0], rtol=0, atol=1e-5)
         assert it["fps"] == 0.0 and list(it["size"]) == [68, 160]
@@ -367,7 +363,7 @@ def test_mesh_data_and_space_equals_single_device(model, video_dir, reference, t
     out = tmp_path / "out"
     env = dict(_child_env(tmp_path), XLA_FLAGS="--xla_force_host_platform_device_count=4")
     cmd = [
-        sys.executable, "-m", "wfvae_jax.encode_dataset", "--checkpoint", str(ckpt),
+        sys.executable, "-m", "wfvae_jax", "encode-dataset", "--checkpoint", str(ckpt),
         "--videos", video_dir, "--out", str(out), "--num_frames", "9", "--resolution", "32x48",
         "--clips_per_video", "2", "--videos_per_shard", "2", "--worker_count", "0",
         "--no_progress", "--mesh", "data=2,space=2",

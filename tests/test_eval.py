@@ -27,8 +27,8 @@ from wfvae_jax.errors import UserError
 from wfvae_jax.eval import EvalOptions, FolderClips, evaluate, load_train_checkpoint
 from wfvae_jax.io.video import count_frames, read_video
 from wfvae_jax.metrics import lpips
-from wfvae_jax.metrics._common import flatten_tree
 from wfvae_jax.metrics.fvd import fvd_from_features
+from wfvae_jax.metrics.weights import flatten_tree
 
 DATA = pathlib.Path(__file__).parent / "data"
 VIDEOS = DATA / "videos"
@@ -293,7 +293,9 @@ def test_tfds_clips_are_the_first_frames_of_each_record(tmp_path):
                 for o in (0, 1, 2, 3)}  # fmt: skip
     offsets = sorted(o for v in got for o, e in expected.items() if np.array_equal(v, e))
     assert offsets == [0, 1, 3]
-    assert list(clips.skipped.values()) == [f"only 4 frames, the clip spans {T}"]
+    assert list(clips.skipped.values()) == [
+        f"too short: 4 decodable frames, a clip of {T} frames at frame_stride 1 spans {T}"
+    ]
 
 
 @pytest.mark.slow  # runs the model (compiles on first use)
@@ -301,7 +303,7 @@ def test_eval_metrics_run_in_bounded_chunks(ckpt, tmp_path, monkeypatch):
     """eval's PSNR and SSIM see at most the pixel budget per call (fails without chunking)."""
     import importlib
 
-    common = importlib.import_module("wfvae_jax.metrics._common")
+    common = importlib.import_module("wfvae_jax.metrics.frames")
     seen = []
     real = common.map_frame_chunks
 

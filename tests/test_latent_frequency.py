@@ -106,12 +106,14 @@ def test_summarize_pools_videos():
 
 def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
     import wfvae_jax
-    from wfvae_jax.io import video as video_io
+    from wfvae_jax.io.video import write_video
 
     videos = tmp_path / "videos"
     videos.mkdir()
-    for name in ("a.mp4", "b.avi", "notes.txt"):
-        (videos / name).write_bytes(b"")
+    frames = np.random.default_rng(0).integers(0, 256, (33, 32, 32, 3), np.uint8)
+    for name in ("a.mp4", "b.mkv"):
+        write_video(videos / name, frames, fps=25)
+    (videos / "notes.txt").write_bytes(b"")
     pattern = jnp.asarray(_const_in_time(1, seed=7, shape=(1, 4, 4, 2)))
 
     cfg = wfvae_jax.WFVAEConfig()
@@ -125,13 +127,6 @@ def test_cli_writes_json_and_plots(tmp_path, monkeypatch):
         wfvae_jax, "load_pretrained", lambda path, part=None: ({}, cfg), raising=False
     )
     monkeypatch.setattr(wfvae_jax, "encode", fake_encode, raising=False)
-    monkeypatch.setattr(
-        video_io,
-        "read_video",
-        lambda path, n, frame_stride, start, resolution, crop, **kw: np.zeros(
-            (n, resolution, resolution, 3)
-        ),
-    )
     out = tmp_path / "out"
     argv = ["--checkpoint", "ckpt", "--videos", str(videos), "--out", str(out)]
     result = lf.main([*argv, "--resolution", "32", "--levels", "0,2"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from wfvae_jax.core import layers
+from wfvae_jax.core import conv, layers
 
 
 def _nearest_then_conv(x, kernel, bias):
@@ -27,7 +27,7 @@ def test_upsample_polyphase_equals_nearest_then_conv(shape):
     kernel = jnp.asarray(rng.standard_normal((3, 3, cin, cout)), jnp.float32)
     bias = jnp.asarray(rng.standard_normal(cout), jnp.float32)
     with jax.default_matmul_precision("highest"):
-        got = layers.upsample2x_nearest_conv3x3(x, kernel, bias, jnp.float32)
+        got = conv.upsample2x_nearest_conv3x3(x, kernel, bias, jnp.float32)
     want = _nearest_then_conv(x, kernel, bias)
     assert got.shape == (n, 2 * h, 2 * w, cout)
     # Only the summed taps' rounding differs: relative to the output's scale, ~1e-7.
@@ -65,7 +65,7 @@ def test_time_taps_equal_conv3d_value_and_gradients(kt, st, t):
     kernel = jnp.asarray(rng.normal(size=(kt, 3, 3, 4, 8)), jnp.float32)
     strides = (st, 1, 2)
     with jax.default_matmul_precision("highest"):
-        ours = lambda x, k: layers.conv_nd(x, k, None, strides, (0, 1, 1), jnp.float32)  # noqa: E731
+        ours = lambda x, k: conv.conv_nd(x, k, None, strides, (0, 1, 1), jnp.float32)  # noqa: E731
         y = jax.jit(ours)(x, kernel)
         want = _conv3d(x, kernel, strides)
         assert y.shape == want.shape

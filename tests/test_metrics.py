@@ -191,7 +191,7 @@ def test_metrics_in_frame_chunks_equal_the_whole_clip(chunk, monkeypatch):
         got = np.asarray(getattr(module, name)(x, y, frame_chunk=chunk))
         np.testing.assert_allclose(got, whole, rtol=0, atol=tol)
         assert max(t for _, t, *_ in seen) == chunk and sum(t for _, t, *_ in seen) == 10
-    common = importlib.import_module("wfvae_jax.metrics._common")
+    common = importlib.import_module("wfvae_jax.metrics.frames")
     monkeypatch.setattr(common, "PIXELS_PER_CALL", 2 * 3 * 24 * 32)  # auto: 3 frames per call
     assert common.frames_per_call(x.shape, None) == 3
     with pytest.raises(ValueError, match="frame_chunk"):

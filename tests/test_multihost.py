@@ -94,7 +94,7 @@ def test_encode_two_processes_equal_one(ckpt, tmp_path):
     # skipped) in 2 steps, process 1 shards 1, 3, 5 (2 + 1 + 1) in 3, so process 0 takes its
     # last step with an empty batch.
     cmd = [
-        sys.executable, "-m", "wfvae_jax.encode_dataset", "--checkpoint", ckpt,
+        sys.executable, "-m", "wfvae_jax", "encode-dataset", "--checkpoint", ckpt,
         "--videos", str(videos), "--num_frames", "9", "--resolution", "32x48",
         "--clips_per_video", "2", "--videos_per_shard", "1", "--worker_count", "0",
         "--no_progress",

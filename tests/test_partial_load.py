@@ -150,6 +150,8 @@ def test_encode_dataset_loads_only_the_encoder(export, monkeypatch, tmp_path):
     encoding as full params (a run resumed with either is the same dataset)."""
     from tests.conftest import DATA
     from wfvae_jax import encode_dataset as ed
+    from wfvae_jax.commands.encode_dataset import main as encode_dataset_main
+    from wfvae_jax.data.video_source import VideoFiles
 
     path, full, config = export
     parts = []
@@ -163,19 +165,20 @@ def test_encode_dataset_loads_only_the_encoder(export, monkeypatch, tmp_path):
 
     monkeypatch.setattr("wfvae_jax.io.checkpoint.load_pretrained", fake_load)
     out_args = ["--out", str(tmp_path / "o"), "--num_frames", "9", "--resolution", "16"]
+    in_args = ["--checkpoint", str(path), "--videos", str(DATA / "videos")]
     with pytest.raises(Loaded):
-        ed.main([*["--checkpoint", str(path), "--videos", str(DATA / "videos")], *out_args])
+        encode_dataset_main([*in_args, *out_args])
     assert parts == ["encoder"]
 
     enc, _ = load_pretrained(path, part="encoder")
-    inputs = ed.FolderInput(str(DATA / "videos"))
+    inputs = VideoFiles(str(DATA / "videos"))
     spec = ed.ClipSpec(num_frames=9, resolution=(16, 16), frame_stride=1, clips_per_video=1)
     options = ed.EncodeOptions(worker_count=0, progress=False)
-    assert ed._spec_dict(enc, config, inputs, spec, options) == ed._spec_dict(
+    assert ed.spec_dict(enc, config, inputs, spec, options) == ed.spec_dict(
         full, config, inputs, spec, options
     )
     changed = dict(full, encoder=jax.tree.map(lambda a: a * 1.01, full["encoder"]))
-    assert ed._spec_dict(changed, config, inputs, spec, options) != ed._spec_dict(
+    assert ed.spec_dict(changed, config, inputs, spec, options) != ed.spec_dict(
         enc, config, inputs, spec, options
     )
 

@@ -14,7 +14,7 @@ from wfvae_jax.commands.reconstruct import main, reconstruct_file
 from wfvae_jax.errors import UserError
 from wfvae_jax.io import video as video_io
 from wfvae_jax.io.video import ClipSpec
-from wfvae_jax.metrics import _common as metrics_common
+from wfvae_jax.metrics import frames as metrics_frames
 from wfvae_jax.metrics import psnr
 
 from .conftest import DATA, TINY
@@ -91,7 +91,7 @@ def test_reconstruct_metrics_run_in_bounded_chunks(converted, tmp_path, monkeypa
         return real(x, y)
 
     monkeypatch.setattr(ssim_module, "_ssim_frames", spy)
-    monkeypatch.setattr(metrics_common, "PIXELS_PER_CALL", 4 * 32 * 32)  # 4 frames of 32x32
+    monkeypatch.setattr(metrics_frames, "PIXELS_PER_CALL", 4 * 32 * 32)  # 4 frames of 32x32
     r = reconstruct_file(str(converted), str(CLIP), str(tmp_path / "c.mp4"), ClipSpec(17, 1, 0, 32))
     assert seen == [4, 4, 4, 4, 1]
     x = video_io.read_video(CLIP, 17, 1, 0, 32)[None]

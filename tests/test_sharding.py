@@ -106,7 +106,7 @@ def test_mesh_errors_through_the_api(sharded):
     assert "latent height H=6 must be divisible by space=4" in e["latent_height"]
     assert "use H=8 or H=4" in e["latent_height"]
     assert "batch 3" in e["batch"] and "data=2" in e["batch"]
-    assert "unknown mesh axis 'fsdp'" in e["axis"]
+    assert "unknown mesh axis 'model'" in e["axis"]
 
 
 @pytest.mark.slow
@@ -160,13 +160,31 @@ def test_make_mesh_and_cli_flag():
     with pytest.raises(ValueError, match=f"needs {n + 1} devices"):
         sharding.make_mesh(1, n + 1)
     mesh = sharding.mesh_from_arg("space=1")
-    assert mesh.axis_names == ("data", "space") and mesh.devices.shape == (1, 1)
-    assert mesh.axis_types == (AxisType.Auto, AxisType.Auto)
+    assert mesh.axis_names == ("data", "fsdp", "space") and mesh.devices.shape == (1, 1, 1)
+    assert mesh.axis_types == (AxisType.Auto,) * 3
     assert sharding.mesh_from_arg(None) is None
     p = argparse.ArgumentParser()
     sharding.add_mesh_arg(p)
     assert p.parse_args(["--mesh", "data=1,space=2"]).mesh == "data=1,space=2"
     assert p.parse_args([]).mesh is None
+
+
+def test_one_mesh_and_replicate_for_training_and_inference():
+    """One builder: axes (data, fsdp, space); a batch splits over data and fsdp."""
+    n = jax.device_count()
+    train = sharding.make_mesh(fsdp=1)  # training: every device on the batch axes
+    assert dict(train.shape) == {"data": n, "fsdp": 1, "space": 1}
+    with pytest.raises(ValueError, match="divide"):
+        sharding.make_mesh(fsdp=n + 1)
+    mesh = AbstractMesh((2, 2, 1), ("data", "fsdp", "space"))
+    assert sharding.activation_spec(mesh) == PartitionSpec(("data", "fsdp"), None, "space")
+    sharding.check_input((4, 9, 64, 48, 3), mesh, "video", 8)
+    with pytest.raises(ValueError, match=r"batch 2 .* data\*fsdp=4"):
+        sharding.check_input((2, 9, 64, 48, 3), mesh, "video", 8)
+    tree = {"w": np.ones((2, 3), np.float32), "aot": jax.ShapeDtypeStruct((4,), np.float32)}
+    placed = sharding.replicate(tree, train)
+    assert placed["w"].sharding == placed["aot"].sharding == sharding.replicated(train)
+    np.testing.assert_array_equal(placed["w"], tree["w"])
 
 
 def test_check_mesh_axis_names_and_types():

@@ -1,4 +1,5 @@
-"""Tests for wfvae_jax.io.torch_files: torch-free, code-free checkpoint loading.
+"""Tests for wfvae_jax.io.torch_files and its readers (torch_zip, restricted_pickle,
+safetensors_files): torch-free, code-free checkpoint loading.
 
 The torch fixtures in tests/data/torch_io were written by real torch (make_fixtures.py, run once
 in a separate venv); next to each is an .npz with every tensor as torch itself converted it, so
@@ -23,13 +24,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from wfvae_jax.io import torch_files as torch_io
-from wfvae_jax.io.torch_files import (
-    TorchDtype,
-    load_state_dict,
-    load_torch_pickle,
-    select_generator_state_dict,
-)
+from wfvae_jax.io.restricted_pickle import NUMPY_ARRAY_GLOBALS, restricted_load
+from wfvae_jax.io.torch_files import load_state_dict, select_generator_state_dict
+from wfvae_jax.io.torch_zip import ALLOWED_GLOBALS, TorchDtype, load_torch_pickle
+from wfvae_jax.io.weight_files import CheckpointError
 
 from . import zip_bomb
 
@@ -329,11 +327,11 @@ def _payloads(marker: Path) -> list[tuple[str, bytes]]:
 
 
 class _StockUnpickler(pickle.Unpickler):
-    """The standard unpickler (imports and calls whatever the pickle names), given torch_io's
+    """The standard unpickler (imports and calls whatever the pickle names), given torch_zip's
     tensor stand-ins so that it gets past tensors without torch installed."""
 
     def find_class(self, module, name):
-        allowed = torch_io.ALLOWED_GLOBALS.get((module, name))
+        allowed = ALLOWED_GLOBALS.get((module, name))
         return allowed if allowed is not None else super().find_class(module, name)
 
     def persistent_load(self, pid):
@@ -359,7 +357,7 @@ def test_malicious_pickle_runs_nothing(tmp_path, index):
 
 
 def test_build_cannot_mutate_allowed_globals(tmp_path):
-    before = dict(torch_io.ALLOWED_GLOBALS)
+    before = dict(ALLOWED_GLOBALS)
     targets = [
         (_glob("torch._utils", "_rebuild_tensor_v2"), "fn"),
         (_glob("torch", "FloatStorage"), "dtype_str"),
@@ -371,7 +369,7 @@ def test_build_cannot_mutate_allowed_globals(tmp_path):
             path = _torch_zip(tmp_path / "build.pt", _pkl(target + state + b"b"))
             with pytest.raises(Exception):  # noqa: B017 - any refusal will do
                 load_torch_pickle(path)
-    assert dict(torch_io.ALLOWED_GLOBALS) == before
+    assert dict(ALLOWED_GLOBALS) == before
     _assert_same_arrays(
         _flatten(load_torch_pickle(DATA / "dtypes_views.pt")), _expected("dtypes_views.pt")
     )
@@ -449,7 +447,7 @@ def test_stored_entry_whose_sizes_disagree_is_refused(tmp_path):
             ("archive/data/0", b"\0" * 16, 0, 1 << 30, 0),  # stored, declares 1 GiB, holds 16
         ],
     )
-    with pytest.raises(torch_io.CheckpointError, match="declares 1073741824 bytes but holds 16"):
+    with pytest.raises(CheckpointError, match="declares 1073741824 bytes but holds 16"):
         load_torch_pickle(path)
 
 
@@ -463,7 +461,7 @@ def test_record_shorter_than_its_tensor_is_refused_before_reading(tmp_path):
             ("archive/data/0", raw, 0, len(raw), zlib.crc32(raw)),
         ],
     )
-    with pytest.raises(torch_io.CheckpointError, match="holds 16 bytes, needs 1000 x 4"):
+    with pytest.raises(CheckpointError, match="holds 16 bytes, needs 1000 x 4"):
         load_torch_pickle(path)
 
 
@@ -502,11 +500,11 @@ def test_truncated_safetensors_is_a_clear_error_not_a_safetensors_error(tmp_path
 
 def test_restricted_load_reads_numpy_pickles_and_refuses_code():
     arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [3, "x"]}
-    got = torch_io.restricted_load(io.BytesIO(pickle.dumps(arrays)), torch_io.NUMPY_ARRAY_GLOBALS)
+    got = restricted_load(io.BytesIO(pickle.dumps(arrays)), NUMPY_ARRAY_GLOBALS)
     np.testing.assert_array_equal(got["a"], arrays["a"])
     assert got["b"][1] == "x"
     with pytest.raises(pickle.UnpicklingError, match="refused global 'builtins.print'"):
-        torch_io.restricted_load(io.BytesIO(pickle.dumps(print)), torch_io.NUMPY_ARRAY_GLOBALS)
+        restricted_load(io.BytesIO(pickle.dumps(print)), NUMPY_ARRAY_GLOBALS)
     # The torch allowlist does not admit numpy's reconstructor, nor the numpy one torch's.
-    with pytest.raises(torch_io.CheckpointError, match="_reconstruct"):
-        torch_io.restricted_load(io.BytesIO(pickle.dumps(arrays)))
+    with pytest.raises(CheckpointError, match="_reconstruct"):
+        restricted_load(io.BytesIO(pickle.dumps(arrays)), ALLOWED_GLOBALS)

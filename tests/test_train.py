@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from wfvae_jax.inference.sharding import make_mesh
 from wfvae_jax.train import checkpointing, loop
 from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.step import build_train_steps
@@ -63,7 +64,7 @@ def _video(batch=2, seed=0):
 @pytest.fixture(scope="module")
 def steps():
     cfg = loop.step_config(tiny_config())
-    return cfg, build_train_steps(cfg, mesh_lib.make_mesh(1))
+    return cfg, build_train_steps(cfg, make_mesh(fsdp=1))
 
 
 def test_generator_then_discriminator_step(steps):
@@ -157,7 +158,7 @@ def test_bfloat16_compute_keeps_float32_state(steps):
     cfg, s32 = steps
     config = tiny_config()
     config.compute_dtype = "bfloat16"
-    s16 = build_train_steps(loop.step_config(config), mesh_lib.make_mesh(1))
+    s16 = build_train_steps(loop.step_config(config), make_mesh(fsdp=1))
     init = jax.device_get(s32.init(jax.random.key_data(jax.random.key(0))))
     video = jnp.asarray(_video())
     out = {}
@@ -179,7 +180,7 @@ import jax, jax.numpy as jnp, numpy as np
 sys.path.insert(0, sys.argv[1])
 from tests.test_train import tiny_config, _video
 from wfvae_jax.train import loop
-from wfvae_jax.train import mesh as mesh_lib
+from wfvae_jax.inference.sharding import make_mesh
 from wfvae_jax.train.step import build_train_steps
 
 assert jax.device_count() == 2, jax.devices()
@@ -191,7 +192,7 @@ config = tiny_config()
 config.optim.eps = 1.0
 cfg = loop.step_config(config)
 devs = jax.devices()
-single_mesh = mesh_lib.make_mesh(1, devs[:1])
+single_mesh = make_mesh(fsdp=1, devices=devs[:1])
 key = jax.random.key_data(jax.random.key(0))
 init = jax.device_get(build_train_steps(cfg, single_mesh).init(key))
 
@@ -209,11 +210,11 @@ def diff(a, b):
     return dp, dm
 
 video = _video(2)
-data2 = mesh_lib.make_mesh(1, devs)
+data2 = make_mesh(fsdp=1, devices=devs)
 single = run(single_mesh, "gspmd", video)
 out = {
     "data2": diff(run(data2, "gspmd", video), single),
-    "fsdp2": diff(run(mesh_lib.make_mesh(2, devs), "gspmd", video), single),
+    "fsdp2": diff(run(make_mesh(fsdp=2, devices=devs), "gspmd", video), single),
 }
 # shard_map = per-device DDP: per-device BatchNorm statistics and adaptive weight, and every
 # device draws the same noise (as every reference rank does). With the same video on both
@@ -255,7 +256,7 @@ def test_fsdp_spec_shards_largest_divisible_dim():
     )
     assert mesh_lib.fsdp_spec((128, 128), 1) == jax.sharding.PartitionSpec()
     with pytest.raises(ValueError, match="divide"):
-        mesh_lib.make_mesh(3)
+        make_mesh(fsdp=3)
 
 
 def test_optimizer_is_adamw_with_paper_values():
@@ -291,10 +292,11 @@ def test_stage_configs_follow_table7():
     small = cpu_small.get_config()
     assert small.loss.perceptual_weight == 0.0 and small.model.name == "tiny"
     # Held-out honesty: neither the eval video nor its re-encoded copy is a training file.
-    from wfvae_jax.train.data import FolderSubset
+    from wfvae_jax.data import VideoFolderSource
 
     if os.path.isdir(small.data.train_dir):
-        src = FolderSubset(small.data.train_dir, exclude=[*small.data.exclude, *small.eval.files])
+        exclude = [*small.data.exclude, *small.eval.files]
+        src = VideoFolderSource(small.data.train_dir, exclude=exclude)
         names = {os.path.basename(p) for p in src.paths}
         assert not names & {"carphone_pristine.mp4", "carphone_distorted.mp4"}
         assert names  # something is left to train on

@@ -350,7 +350,8 @@ def test_init_from_typo_is_an_error_and_creates_nothing(tmp_path):
 
 def test_encode_dataset_names_the_changed_inputs(videos, tmp_path):
     from tests.conftest import TINY
-    from wfvae_jax.encode_dataset import ClipSpec, EncodeOptions, FolderInput, encode_dataset
+    from wfvae_jax.data.video_source import VideoFiles
+    from wfvae_jax.encode_dataset import ClipSpec, EncodeOptions, encode_dataset
     from wfvae_jax.io.convert import load_reference
 
     for name in ("sub", "bikes_0120.mp4", "tree_excerpt.avi"):
@@ -360,11 +361,11 @@ def test_encode_dataset_names_the_changed_inputs(videos, tmp_path):
     spec = ClipSpec(num_frames=5, resolution=(16, 16), frame_stride=1, clips_per_video=1)
     options = EncodeOptions(videos_per_shard=1, worker_count=0, progress=False)
     out = str(tmp_path / "latents")
-    encode_dataset(params, config, FolderInput(videos), out, spec, options)
+    encode_dataset(params, config, VideoFiles(videos), out, spec, options)
     shutil.copy(os.path.join(videos, "bikes_0000.mp4"), os.path.join(videos, "added.mp4"))
     os.remove(os.path.join(videos, "bikes_0000.mp4"))
     with pytest.raises(ValueError) as e:
-        encode_dataset(params, config, FolderInput(videos), out, spec, options)
+        encode_dataset(params, config, VideoFiles(videos), out, spec, options)
     assert str(e.value) == (
         f"the videos under --videos changed since {out} was encoded: 1 added (added.mp4); "
         "1 removed (bikes_0000.mp4); pass --overwrite to encode the folder as it is now (all "

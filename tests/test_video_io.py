@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from skimage.transform import resize as sk_resize
 
+from wfvae_jax.commands import clip_args
 from wfvae_jax.io import video as video_io
 from wfvae_jax.io.video import (
     abs_error_frames,
@@ -165,7 +166,7 @@ def test_write_video_round_trip_odd_size(tmp_path):
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         assert stream.average_rate == 25
-        decoder = {"libx264": "h264", "mpeg4": "mpeg4"}[video_io._encoder_name()]
+        decoder = {"libx264": "h264", "mpeg4": "mpeg4"}[video_io.encoder_name()]
         assert stream.codec_context.name == decoder
     back = raw_decode(str(path))
     assert back.shape == (6, 34, 52, 3)
@@ -222,7 +223,9 @@ def test_other_clips(name, frames, hw):
 
 
 def test_write_video_mpeg4_fallback(tmp_path, monkeypatch):
-    monkeypatch.setattr(video_io, "_encoder_name", lambda: "mpeg4")
+    from wfvae_jax.io import video_write
+
+    monkeypatch.setattr(video_write, "encoder_name", lambda: "mpeg4")
     frames = raw_decode(BIKES)[:5]
     path = tmp_path / "fallback.mp4"
     write_video(path, frames, fps=29.97)
@@ -302,8 +305,8 @@ def test_clip_spec_validation_and_flags():
     assert e.value.hint == "pass --num_frames 33"
 
     parser = argparse.ArgumentParser()
-    video_io.add_clip_args(parser)
-    spec = video_io.clip_spec_from_args(
+    clip_args.add_clip_args(parser)
+    spec = clip_args.clip_spec_from_args(
         parser.parse_args(["--num_frames", "9", "--resolution", "32x48", "--crop", "none"])
     )
     assert spec == video_io.ClipSpec(9, 1, 0, (32, 48), "none")
@@ -314,8 +317,28 @@ def test_clip_spec_validation_and_flags():
         (["--resolution", "wide"], "--resolution: resolution must be", "e.g. --resolution 256"),
     ):
         with pytest.raises(UserError, match=msg) as e:
-            video_io.clip_spec_from_args(parser.parse_args(argv))
+            clip_args.clip_spec_from_args(parser.parse_args(argv))
         assert e.value.hint.startswith(hint)
+
+
+def test_clip_spec_sampling_and_windows_in_one_pass():
+    import dataclasses
+
+    spec = video_io.ClipSpec(num_frames=5, frame_stride=2, resolution=32, clips_per_video=3)
+    assert spec.window_starts(None) == [0, 10, 20] and spec.window_starts(20) == [0, 10]
+    even = dataclasses.replace(spec, sampling="evenly_spaced")
+    assert even.window_starts(20) == [0, 6, 11] and even.window_starts(8) == []
+    with pytest.raises(ValueError, match="frame count"):
+        even.window_starts(None)
+    one = dataclasses.replace(spec, sampling="random", clips_per_video=1)
+    draw = int(np.random.default_rng(3).integers(0, 20 - 9 + 1))
+    assert one.window_starts(20, np.random.default_rng(3)) == [draw]
+    # Overlapping windows cut in one pass equal one read_video per window.
+    with av.open(BIKES) as container:
+        w = video_io.cut_windows(container.decode(video=0), [0, 3, 6], 5, 2, 32)
+    assert w.starts == [0, 3, 6] and w.counts == [5, 5, 5] and w.frames_seen == 15
+    for start, clip in zip(w.starts, w.clips, strict=True):
+        np.testing.assert_array_equal(clip, read_video(BIKES, 5, 2, start, 32))
 
 
 def test_probe_video_and_clip_fps():

@@ -1,7 +1,7 @@
 """A small torch-format zip bomb: a ~2 MB ``.ckpt`` whose one tensor record inflates to 2 GiB.
 
 Used by ``tests/test_torch_io.py``; also a script that loads the bomb (or, with ``--stored_mib``,
-an honest stored checkpoint of one tensor that size) with ``io.torch_files`` in this process
+an honest stored checkpoint of one tensor that size) with ``io.torch_zip`` in this process
 and prints what it cost (peak RSS, seconds, outcome) as JSON::
 
     python tests/zip_bomb.py [--inflated_gib 2] [--stored_mib N]
@@ -144,12 +144,12 @@ def peak_rss_mib() -> float:
 def _measure(path: Path) -> dict:
     import time
 
-    from wfvae_jax.io import torch_files as torch_io  # imported before the baseline is taken
+    from wfvae_jax.io import torch_zip  # imported before the baseline is taken
 
     rss0 = peak_rss_mib()
     t0 = time.perf_counter()
     try:
-        tree = torch_io.load_torch_pickle(path)
+        tree = torch_zip.load_torch_pickle(path)
         outcome = f"loaded {tree['w'].nbytes:,} bytes"
     except Exception as e:  # noqa: BLE001 - the outcome is what we report
         outcome = f"{type(e).__name__}: {e}"

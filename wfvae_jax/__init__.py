@@ -6,6 +6,8 @@ Public API::
     posterior = wfvae_jax.encode(params, video, config)          # video (B, T, H, W, 3) in [-1, 1]
     video_hat = wfvae_jax.decode(params, posterior.mode(), config)
     video_hat = wfvae_jax.reconstruct(params, video, config)  # encode, mode, decode
+    z = wfvae_jax.normalize_latents(posterior.sample(key), config)  # diffusion-ready latents
+    video = wfvae_jax.decode(params, wfvae_jax.denormalize_latents(z, config), config)
     # Long clips run in Causal Cache chunks on their own (wfvae_jax.auto_t_chunk, same result);
     # t_chunk=0 forces the whole clip at once, t_chunk=16 picks the chunk.
 
@@ -15,6 +17,7 @@ and analysis modules are imported by the commands that use them.
 
 from wfvae_jax.core import config
 from wfvae_jax.core.config import WFVAEConfig, get_config
+from wfvae_jax.core.latents import denormalize_latents, normalize_latents
 from wfvae_jax.core.model import WFVAE, init_params
 from wfvae_jax.core.posterior import DiagonalGaussian
 from wfvae_jax.inference.api import (
@@ -35,11 +38,13 @@ __all__ = [
     "auto_t_chunk",
     "config",
     "decode",
+    "denormalize_latents",
     "encode",
     "get_config",
     "init_params",
     "load_pretrained",
     "nearest_valid_num_frames",
+    "normalize_latents",
     "parse_dtype",
     "reconstruct",
     "save_pretrained",

@@ -278,18 +278,6 @@ _RENAMED_FLAGS = {
 }
 
 
-def _find_videos(root: Path, limit: int) -> list[Path]:
-    from wfvae_jax.data.sources import find_videos
-    from wfvae_jax.errors import UserError
-
-    if not root.is_dir():
-        raise UserError(f"--videos {root} is not a directory", hint="pass a folder of videos")
-    found = [root / rel for rel in find_videos(str(root))]
-    if not found:
-        raise UserError(f"no video files under {root}", hint="mp4, avi, mkv, mov or webm files")
-    return found[:limit] if limit > 0 else found
-
-
 def _parse_levels(text: str) -> list[int]:
     try:
         levels = sorted({int(v) for v in text.split(",") if v.strip()})
@@ -301,8 +289,8 @@ def _parse_levels(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from wfvae_jax.commands import clip_args
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
-    from wfvae_jax.io import video as video_io
 
     p = argparse.ArgumentParser(
         prog="wfvae analyze",
@@ -312,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="converted checkpoint dir (load_pretrained)")
     p.add_argument("--videos", required=True, help="directory searched recursively for videos")
     p.add_argument("--out", default="latent_frequency", help="output directory")
-    video_io.add_clip_args(p, num_frames=33, resolution="256", start=False)
+    clip_args.add_clip_args(p, num_frames=33, resolution="256", start=False)
     p.add_argument("--max_videos", type=int, default=0, help="0: all")
     p.add_argument("--levels", type=_parse_levels, default=[0, 2], help="Multi-WT depths, '0,2'")
     p.add_argument("--time_mode", choices=lc.TIME_MODES, default="causal")
@@ -333,29 +321,40 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(
         rename_flags(sys.argv[1:] if argv is None else argv, _RENAMED_FLAGS)
     )
+    # The plots come last: a missing matplotlib (the eval extra) stops the run before any work.
+    import matplotlib.figure  # noqa: F401
 
     import wfvae_jax
-    from wfvae_jax.io import video as video_io
+    from wfvae_jax.commands import clip_args
+    from wfvae_jax.errors import UserError
+    from wfvae_jax.io.clip_spec import DEFAULT_MULTIPLE
+    from wfvae_jax.io.windows import ClipTooShortError
 
-    # The Multi-WT halves the latent's H and W once more: sizes are multiples of 16.
-    spec = video_io.clip_spec_from_args(args, multiple=16)
-    videos = _find_videos(Path(args.videos), args.max_videos)
+    # The Multi-WT halves the latent's H and W once more: sizes are multiples of twice the
+    # model's spatial downsampling.
+    spec = clip_args.clip_spec_from_args(args, multiple=2 * DEFAULT_MULTIPLE)
+    source = clip_args.video_folder(args.videos)
+    count = min(len(source), args.max_videos) if args.max_videos > 0 else len(source)
     params, cfg = wfvae_jax.load_pretrained(args.checkpoint, part="encoder")
     spec.check_model(cfg)
     per_level: dict[int, list[FrequencyStats]] = {lv: [] for lv in args.levels}
     latent_shape = None
-    for i, path in enumerate(videos):
-        x = spec.read(path, config=cfg)
+    for i in range(count):
+        try:
+            x = source.read(i, spec).clips[0]
+        except ClipTooShortError as e:
+            raise UserError(f"{source.where(i)} is too short: {e}", hint=e.hint(cfg)) from e
         post = wfvae_jax.encode(params, x[None], cfg, dtype=args.dtype, t_chunk=args.t_chunk)
         z = np.asarray(post.mean, np.float32)
         latent_shape = list(z.shape)
         for lv in args.levels:
             per_level[lv].append(latent_frequency_stats(z, lv, args.time_mode))
-        print(f"[{i + 1}/{len(videos)}] {path.name}: latent {tuple(z.shape)}", file=sys.stderr)
+        name = source.video_id(i)
+        print(f"[{i + 1}/{count}] {name}: latent {tuple(z.shape)}", file=sys.stderr)
 
     result = {
         "checkpoint": str(args.checkpoint),
-        "videos": [str(v) for v in videos],
+        "videos": source.paths[:count],
         **spec.to_dict(),
         "time_mode": args.time_mode,
         "latent_shape": latent_shape,

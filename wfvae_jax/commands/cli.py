@@ -8,13 +8,14 @@ Usage::
     wfvae train --config configs/cpu_small.py ...         # python train.py
     wfvae latent-stats --checkpoint DIR --videos DIR # python -m wfvae_jax latent-stats
     wfvae analyze --checkpoint DIR --videos DIR           # python -m wfvae_jax analyze
-    wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax.encode_dataset
+    wfvae encode-dataset --checkpoint DIR --videos DIR    # python -m wfvae_jax encode-dataset
     wfvae bench causal_cache|throughput|... [ARGS]        # python benchmarks/NAME.py
 
 ``python -m wfvae_jax COMMAND ...`` is the same without the console script. Each subcommand's
 module is imported only when it runs, so ``wfvae reconstruct`` needs only the
 inference install (``pip install .``) and a subcommand whose optional dependencies are missing
-fails with one ``error:`` line naming the extra to install. Errors follow
+fails, before it starts, with one ``error:`` line naming the extra to install
+(:mod:`wfvae_jax.commands.extras`). Errors follow
 :mod:`wfvae_jax.commands.errors` (``error:`` + ``hint:``, exit 2; ``--debug`` shows tracebacks).
 """
 
@@ -28,28 +29,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from wfvae_jax.commands.errors import missing_package_error, run
+from wfvae_jax.commands.extras import COMMAND_EXTRAS, check_command_extras, install_hint
 from wfvae_jax.errors import DEBUG_ENV, UserError, debug_enabled
 
-# name -> (module, function, one-line description, the pip extra its imports need)
-COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
-    "convert": ("wfvae_jax.commands.convert", "main", "convert a PyTorch WF-VAE checkpoint", None),
-    "reconstruct": (
-        "wfvae_jax.commands.reconstruct",
+# name -> (module, function, one-line description); the pip extra each needs is in
+# wfvae_jax.commands.extras.COMMAND_EXTRAS.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "convert": ("wfvae_jax.commands.convert", "main", "convert a PyTorch WF-VAE checkpoint"),
+    "reconstruct": ("wfvae_jax.commands.reconstruct", "main", "encode + decode a video, PSNR/SSIM"),
+    "eval": ("wfvae_jax.commands.eval", "main", "PSNR/SSIM/LPIPS/FVD over a video set"),
+    "train": ("wfvae_jax.commands.cli", "train_main", "train or fine-tune (configs/*.py)"),
+    "latent-stats": ("wfvae_jax.commands.latent_stats", "main", "per-channel latent shift/scale"),
+    "analyze": ("wfvae_jax.commands.analyze", "main", "latent frequency analysis (LC-VAE)"),
+    "encode-dataset": (
+        "wfvae_jax.commands.encode_dataset",
         "main",
-        "encode + decode a video, PSNR/SSIM",
-        None,
+        "encode a video set to latents",
     ),
-    "eval": ("wfvae_jax.commands.eval", "main", "PSNR/SSIM/LPIPS/FVD over a video set", "eval"),
-    "train": ("wfvae_jax.commands.cli", "train_main", "train or fine-tune (configs/*.py)", "train"),
-    "latent-stats": (
-        "wfvae_jax.commands.latent_stats",
-        "main",
-        "per-channel latent shift/scale",
-        None,
-    ),
-    "analyze": ("wfvae_jax.commands.analyze", "main", "latent frequency analysis (LC-VAE)", "eval"),
-    "encode-dataset": ("wfvae_jax.encode_dataset", "main", "encode a video set to latents", None),
-    "bench": ("wfvae_jax.commands.cli", "bench_main", "run a benchmark script (benchmarks/)", None),
+    "bench": ("wfvae_jax.commands.cli", "bench_main", "run a benchmark script (benchmarks/)"),
 }
 
 
@@ -65,7 +62,7 @@ TRAIN_MODULE = "wfvae_jax.commands.train"
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: wfvae COMMAND [ARGS...]   (wfvae COMMAND --help for its options)", ""]
-    lines += [f"  {name:<{width}}  {desc}" for name, (_, _, desc, _) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, _, desc) in COMMANDS.items()]
     lines += ["", "--debug (any command) shows the traceback of an error."]
     return "\n".join(lines)
 
@@ -73,6 +70,8 @@ def _usage() -> str:
 def resolve(name: str) -> Callable[[Sequence[str]], Any]:
     """The ``main(argv)`` of subcommand ``name``, imported now.
 
+    The command's pip extra (:data:`wfvae_jax.commands.extras.COMMAND_EXTRAS`) is checked
+    first, so a command never starts work that a missing package would end.
     Raises:
       UserError: an unknown command, a command whose module is not in this version, or whose
         optional dependencies are not installed (the hint names the pip extra).
@@ -81,7 +80,8 @@ def resolve(name: str) -> Callable[[Sequence[str]], Any]:
         close = [c for c in COMMANDS if name and c.startswith(name[:3])]
         guess = f"did you mean {close[0]}? " if close else ""
         raise UserError(f"unknown command {name!r}", hint=f"{guess}commands: {', '.join(COMMANDS)}")
-    module_name, attr, _, extra = COMMANDS[name]
+    check_command_extras(name)
+    module_name, attr, _ = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -91,7 +91,7 @@ def resolve(name: str) -> Callable[[Sequence[str]], Any]:
                 hint=_FALLBACK.get(name, "install a newer wfvae_jax (pip install -U .)"),
             ) from e
         user = missing_package_error(e)
-        hint = user.hint if user else f"pip install 'wfvae_jax[{extra or 'dev'}]'"
+        hint = user.hint if user else install_hint(COMMAND_EXTRAS.get(name, "dev"))
         raise UserError(f"`wfvae {name}` needs the Python package {e.name!r}", hint=hint) from e
     return getattr(module, attr)
 
@@ -99,8 +99,10 @@ def resolve(name: str) -> Callable[[Sequence[str]], Any]:
 def _checkout_path(name: str) -> str | None:
     """``name`` in the source checkout this package runs from (``pip install -e .`` or the
     repository root on ``sys.path``), if it exists."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(here, name)
+    import wfvae_jax
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(wfvae_jax.__file__)))
+    path = os.path.join(root, name)
     return path if os.path.exists(path) else None
 
 

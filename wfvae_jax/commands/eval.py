@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from wfvae_jax.commands import clip_args
 from wfvae_jax.commands.errors import rename_flags
+from wfvae_jax.data.tfds import TfdsVideoSource
 from wfvae_jax.errors import UserError
-from wfvae_jax.eval.clips import FolderClips, TfdsClips
-from wfvae_jax.io import video as video_io
-from wfvae_jax.io.video import DEFAULT_FPS
+from wfvae_jax.eval.clips import EvalClips
+from wfvae_jax.io.decode import DEFAULT_FPS
 
 # Old flag names (still accepted, with a warning).
 RENAMED_FLAGS = {"--blockwise": "--causal_cache"}
@@ -54,46 +55,31 @@ def add_data_args(parser: argparse.ArgumentParser, num_frames: int, resolution: 
     g.add_argument("--tfds_data_dir", default=None, help="TFDS data_dir")
     g.add_argument("--video_key", default="video", help="TFDS feature holding uint8 frames")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS, help="TFDS frame rate (for mp4s)")
-    video_io.add_clip_args(g, num_frames=num_frames, resolution=str(resolution), start=False)
+    clip_args.add_clip_args(g, num_frames=num_frames, resolution=str(resolution), start=False)
     g.add_argument("--max_videos", type=int, default=None, help="use at most this many clips")
 
 
-def clips_from_args(args: argparse.Namespace, config: Any = None) -> FolderClips | TfdsClips:
+def clips_from_args(args: argparse.Namespace, config: Any = None) -> EvalClips:
     """The clip iterable the data flags describe (see ``wfvae_jax.eval.clips``); with the
     model's ``config``, ``--num_frames`` is checked against its frame-count rule.
 
     Raises:
       UserError: a bad flag value (with a hint), a missing folder.
     """
-    spec = video_io.clip_spec_from_args(args)
+    spec = clip_args.clip_spec_from_args(args)
     if config is not None:
         spec.check_model(config)
     if args.max_videos is not None and args.max_videos < 1:
         raise UserError(f"--max_videos must be >= 1, got {args.max_videos}")
-    common = dict(
-        num_frames=spec.num_frames,
-        resolution=spec.resolution,
-        frame_stride=spec.frame_stride,
-        max_videos=args.max_videos,
-        crop=spec.crop,
-    )
     if args.videos is not None:
-        if not os.path.isdir(args.videos):
-            raise UserError(f"--videos {args.videos} is not a directory", hint="a video folder")
-        return FolderClips(args.videos, **common)
-    return TfdsClips(
-        args.tfds,
-        args.split,
-        data_dir=args.tfds_data_dir,
-        video_key=args.video_key,
-        fps=args.fps,
-        **common,
-    )
+        return EvalClips(clip_args.video_folder(args.videos), spec, args.max_videos)
+    source = TfdsVideoSource(args.tfds, args.split, args.tfds_data_dir, args.video_key)
+    return EvalClips(source, spec, args.max_videos, args.fps)
 
 
 def clip_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The clip flags for reports (``ClipSpec.to_dict`` plus ``max_videos``)."""
-    d = video_io.clip_spec_from_args(args).to_dict()
+    d = clip_args.clip_spec_from_args(args).to_dict()
     d.pop("start")
     return {**d, "max_videos": args.max_videos}
 
@@ -117,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
 
     parser = argparse.ArgumentParser(
+        prog="wfvae eval",
         description="Reconstruction metrics of a WF-VAE (PSNR, SSIM, LPIPS-alex, FVD) as in the "
         "paper's Table 1, and direct vs Causal Cache inference (Table 5).",
         formatter_class=HelpFormatter,
@@ -189,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         error_gain=args.error_gain,
         mesh=args.mesh,
     )
-    video_io.clip_spec_from_args(args)  # flag errors before the model loads
+    clip_args.clip_spec_from_args(args)  # flag errors before the model loads
     params, config, description, lc = load_model_from_args(args)
     clips = clips_from_args(args, config)
     out_dir = os.path.join(args.out or args.workdir or ".", "eval")

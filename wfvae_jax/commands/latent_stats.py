@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Raises (printed as one ``error:`` line by ``commands.errors.run``): UserError, ValueError,
     FileNotFoundError for bad flags, a missing model or video folder.
     """
+    from wfvae_jax.commands import clip_args
     from wfvae_jax.commands.eval import (
         HelpFormatter,
         add_data_args,
@@ -209,10 +210,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     from wfvae_jax.errors import UserError
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
-    from wfvae_jax.io import video as video_io
     from wfvae_jax.io.checkpoint import load_model
 
     parser = argparse.ArgumentParser(
+        prog="wfvae latent-stats",
         description="Per-channel mean/std of WF-VAE latents over a dataset; shift = mean, "
         "scale = 1/std for diffusion ((z - shift) * scale).",
         formatter_class=HelpFormatter,
@@ -243,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
-    video_io.clip_spec_from_args(args)  # flag errors before the model loads
+    clip_args.clip_spec_from_args(args)  # flag errors before the model loads
     params, config, description = load_model(
         args.checkpoint, args.workdir, use_ema=args.use_ema, step=args.step, part="encoder"
     )

@@ -31,10 +31,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from wfvae_jax.commands import clip_args
 from wfvae_jax.errors import UserError
 from wfvae_jax.inference import sharding
 from wfvae_jax.io import video as video_io
-from wfvae_jax.io.video import ClipSpec
+from wfvae_jax.io.clip_spec import ClipSpec
 
 
 def _timed(fn, *args):
@@ -44,16 +45,15 @@ def _timed(fn, *args):
 
 
 def check_t_chunk(t_chunk: int | None, config: Any) -> None:
-    """Raises UserError unless ``--t_chunk`` is 0 (direct), None (auto) or a positive multiple
-    of the model's ``temporal_downsample`` (video frames per Causal Cache chunk)."""
-    d = config.temporal_downsample
-    if t_chunk and (t_chunk < d or t_chunk % d):
-        near = max(d, round(t_chunk / d) * d)
-        raise UserError(
-            f"--t_chunk must be 0 (direct) or a positive multiple of {d} video frames, "
-            f"got {t_chunk}",
-            hint=f"pass --t_chunk {near}",
-        )
+    """Raises UserError unless ``--t_chunk`` is None (auto), 0 (direct) or an encoder chunk the
+    model runs (``WFVAEConfig.check_t_chunk``); the hint names the nearest valid value."""
+    if t_chunk is None:
+        return
+    try:
+        config.check_t_chunk(t_chunk, "encode")
+    except ValueError as e:
+        near = 0 if config.norm_type == "groupnorm" else config.nearest_t_chunk(t_chunk)
+        raise UserError(f"--{e}", hint=f"pass --t_chunk {near}") from None
 
 
 _DEFAULT_SPEC = ClipSpec()
@@ -164,11 +164,13 @@ def reconstruct_file(
 def build_parser() -> argparse.ArgumentParser:
     from wfvae_jax.inference.api import DTYPES, T_CHUNK_HELP
 
-    ap = argparse.ArgumentParser(description="Encode and decode a real video with WF-VAE.")
+    ap = argparse.ArgumentParser(
+        prog="wfvae reconstruct", description="Encode and decode a real video with WF-VAE."
+    )
     ap.add_argument("--checkpoint", required=True, help="converted checkpoint directory")
     ap.add_argument("--input", required=True, help="video file (anything FFmpeg decodes)")
     ap.add_argument("--output", required=True, help="output .mp4 (also writes .png and .json)")
-    video_io.add_clip_args(ap, num_frames=33, resolution="256")
+    clip_args.add_clip_args(ap, num_frames=33, resolution="256")
     ap.add_argument("--t_chunk", type=int, default=None, help=T_CHUNK_HELP)
     ap.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
     sharding.add_mesh_arg(ap)
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``wfvae reconstruct``; raises user errors (``wfvae_jax.commands.errors.run`` prints them)."""
     a = build_parser().parse_args(argv)
-    spec = video_io.clip_spec_from_args(a)
+    spec = clip_args.clip_spec_from_args(a)
     r = reconstruct_file(a.checkpoint, a.input, a.output, spec, a.t_chunk, a.dtype, mesh=a.mesh)
     print(f"input {r['shape']} -> latent {r['latent_shape']} ({r['backend']}, {r['dtype']})")
     print(f"PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}")

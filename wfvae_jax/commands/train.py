@@ -26,6 +26,19 @@ from wfvae_jax.commands.errors import run
 from wfvae_jax.errors import UserError, debug_enabled
 
 PROG = "python train.py"
+USAGE = "usage: wfvae train --config configs/X.py --workdir DIR [--config.FIELD=VALUE ...]"
+HELP = f"""{USAGE} [--multihost] [--debug]
+       (from a source checkout also: python train.py ...)
+
+Train or fine-tune WF-VAE; rerunning the same command resumes from DIR's newest checkpoint.
+
+  --config FILE[:ARG]     training config (configs/*.py); every field and its meaning is in
+                          configs/default.py
+  --config.FIELD=VALUE    override one config field, e.g. --config.data.batch_size=16
+  --workdir DIR           checkpoints, logs, samples and the final export
+  --multihost             call jax.distributed.initialize() (one process per host)
+  --debug                 show the traceback of an error
+"""
 
 
 def _flags(argv: Sequence[str]) -> Any:
@@ -40,7 +53,7 @@ def _flags(argv: Sequence[str]) -> Any:
     )  # fmt: skip
     flags.DEFINE_string("workdir", None, "Checkpoints, logs, samples, export.", flag_values=fv)
     flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize().", flag_values=fv)
-    usage = "usage: python train.py --config configs/X.py --workdir DIR [--config.FIELD=VALUE ...]"
+    usage = USAGE
     try:
         fv([PROG, *argv])
         if fv["config"].value is not None:
@@ -100,6 +113,9 @@ def main(argv: Sequence[str]) -> int:
     """Runs training; returns the exit status (0 done, 1 stopped by a NaN or a disk fault,
     130 Ctrl-C). Raises UserError for user mistakes (``commands.errors.run`` prints them)."""
     argv = list(argv)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
+        print(HELP)
+        return 0
     fv = _flags(argv)
     config = fv.config
     workdir = os.path.abspath(fv.workdir)

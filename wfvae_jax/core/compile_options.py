@@ -3,10 +3,10 @@
 XLA:CPU (jax 0.10) hands convolutions, with the norms, activations and sums around them, to
 YNNPACK as "ynn fusions". A fusion's intermediates (each conv2d tap of a k_t causal conv, the
 norm's ``x - mean``) are allocated by YNNPACK at run time, outside XLA's buffer plan, and its
-convolutions ran slower than XLA's own (Eigen) ones at this model's shapes. With YNN fusions off
-(``xla_cpu_experimental_ynn_fusion_type=""``), WF-VAE-S encode of 1x33x256^2 fp32 peaked 801 MiB
-above the pre-call RSS instead of 1,919 MiB (XLA's plan: 718 MiB) and ran 1.3x faster; the
-figures for every configuration are in ``docs/performance.md`` ("YNNPACK fusions").
+convolutions run slower than XLA's own (Eigen) ones at this model's shapes. With YNN fusions off
+(``xla_cpu_experimental_ynn_fusion_type=""``) every intermediate is in XLA's plan, and WF-VAE's
+peak memory and run time both fall; the figures are in ``docs/performance.md`` ("YNNPACK
+fusions").
 
 The options are chosen per backend at call time (not at import: asking for the backend at
 import would initialise it before a multi-host job's ``jax.distributed.initialize``). GPU and
@@ -15,12 +15,12 @@ apply. To compare or to opt out, edit :data:`CPU` before the first call, e.g.
 ``wfvae_jax.core.compile_options.CPU.clear()`` restores XLA's defaults.
 
 Compiles also leave their freed working memory (LLVM's, XLA's passes') in glibc's arenas, where
-RSS keeps counting it until the process ends: WF-VAE-S chunked decode of 33x128^2 held ~600 MiB
-more before its first execution than after ``malloc_trim(0)``. :data:`TRIM_AFTER_COMPILE` hands it
-back after every compile of at least :data:`TRIM_MIN_COMPILE_S` (a jax monitoring listener,
-installed by the first :func:`jit` call; glibc only, elsewhere a no-op).
+RSS keeps counting it until the process ends. :data:`TRIM_AFTER_COMPILE` hands it back after
+every compile of at least :data:`TRIM_MIN_COMPILE_S` (a jax monitoring listener, installed by
+the first :func:`jit` call; glibc only, elsewhere a no-op).
 
-Source: measured on this project's 2-core x86-64 CPU (``benchmarks/profile_memory.py``).
+Source: ``benchmarks/profile_memory.py`` measures these choices; its figures are in
+``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ CPU: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 """Compiler options for XLA:CPU compiles of :func:`jit` functions (read at their first call)."""
 
 CPU_MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
-"""Added for direct encode only: its peak fell 809 -> 690 MiB above the pre-call RSS at the same
-time; the decoder's plan grew with it (1,956 -> 2,214 MiB direct, 1,486 -> 3,158 chunked)."""
+"""Added for direct encode only: XLA's memory-optimised scheduler lowers that program's peak at
+the same speed, but raises the decoder's (direct and chunked), so the decoder does without it
+(``docs/performance.md``)."""
 
 
 TRIM_AFTER_COMPILE = True

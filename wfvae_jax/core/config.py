@@ -179,6 +179,53 @@ class WFVAEConfig:
         """Decoder chunk (latent frames) matching an encoder chunk of ``t_chunk`` video frames."""
         return max(t_chunk // self.temporal_downsample, 1)
 
+    # ---- The chunk rule: the one place that knows which Causal Cache chunks a model runs. ----
+
+    def check_t_chunk(self, t_chunk: Any, op: str = "encode", *, direct_ok: bool = True) -> None:
+        """Raises ValueError unless ``t_chunk`` is a Causal Cache chunk that ``op`` can run.
+
+        Args:
+          t_chunk: for ``op="encode"`` video frames per chunk, a positive multiple of
+            ``temporal_downsample`` (the chunk must hold whole latent frames); for
+            ``op="decode"`` latent frames per chunk, ``>= 1``. ``0`` (direct inference) passes
+            when ``direct_ok``.
+          op: ``"encode"`` or ``"decode"``.
+          direct_ok: whether ``0`` (no chunking) is accepted.
+        Raises:
+          ValueError: ``norm_type="groupnorm"`` with a chunk (GroupNorm normalises over all
+            frames of a clip, so chunks cannot reproduce it; the message names groupnorm), or a
+            ``t_chunk`` that is not an int, not positive or not a multiple of the unit (the
+            message names the unit: "a positive multiple of 4 (video frames per encoder
+            chunk)").
+        Source: paper Sec. 3.3 (chunks after the first frame hold ``temporal_downsample`` video
+        frames per latent frame); reference ``WFVAEModel.tile_encode`` / ``tile_decode``.
+        """
+        if op not in ("encode", "decode"):
+            raise ValueError(f"op must be 'encode' or 'decode', got {op!r}")
+        is_int = isinstance(t_chunk, int) and not isinstance(t_chunk, bool)
+        if direct_ok and is_int and t_chunk == 0:
+            return
+        if self.norm_type == "groupnorm":
+            raise ValueError(
+                "Causal Cache chunking is not exact for norm_type='groupnorm' (GroupNorm mixes "
+                "all frames of a clip); encode/decode without t_chunk"
+            )
+        unit, frames = (
+            (self.temporal_downsample, "video frames per encoder chunk")
+            if op == "encode"
+            else (1, "latent frames per decoder chunk")
+        )
+        if not is_int or t_chunk < unit or t_chunk % unit:
+            direct = "0 (direct) or " if direct_ok else ""
+            raise ValueError(
+                f"t_chunk must be {direct}a positive multiple of {unit} ({frames}), got {t_chunk}"
+            )
+
+    def nearest_t_chunk(self, t_chunk: int) -> int:
+        """The nearest valid encoder chunk (a positive multiple of ``temporal_downsample``)."""
+        d = self.temporal_downsample
+        return max(d, round(t_chunk / d) * d)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WFVAEConfig:
         """Builds a config from a reference ``config.json`` dict.
@@ -240,33 +287,23 @@ def _released(**kw: Any) -> WFVAEConfig:
     return WFVAEConfig(**base)
 
 
+def _paper_size(base_channels: int, latent_dim: int) -> WFVAEConfig:
+    """A released WF-VAE of paper Table 3's sizes: energy flow 128 in the encoder and decoder."""
+    return _released(
+        base_channels=base_channels,
+        latent_dim=latent_dim,
+        encoder_energy_flow_hidden_size=128,
+        decoder_energy_flow_hidden_size=128,
+    )
+
+
 # Paper Table 3 sizes (base 128/160/192, energy flow 128/128); latent_dim 4 in the paper's S/M/L
 # rows, 16 in the released L checkpoint. The Open-Sora Plan v1.3 S is the 8-channel model it ships.
 NAMED_CONFIGS: dict[str, WFVAEConfig] = {
-    "WF-VAE-S": _released(
-        base_channels=128,
-        latent_dim=4,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
-    "WF-VAE-M": _released(
-        base_channels=160,
-        latent_dim=4,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
-    "WF-VAE-L": _released(
-        base_channels=192,
-        latent_dim=4,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
-    "WF-VAE-L-16Chn": _released(
-        base_channels=192,
-        latent_dim=16,
-        encoder_energy_flow_hidden_size=128,
-        decoder_energy_flow_hidden_size=128,
-    ),
+    "WF-VAE-S": _paper_size(128, 4),
+    "WF-VAE-M": _paper_size(160, 4),
+    "WF-VAE-L": _paper_size(192, 4),
+    "WF-VAE-L-16Chn": _paper_size(192, 16),
     "OpenSoraPlan-v1.3-WF-VAE-S-8Chn": _released(
         base_channels=128,
         latent_dim=8,

@@ -28,10 +28,9 @@ import jax.numpy as jnp
 
 from wfvae_jax.core import compile_options, wavelets
 from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.core.conv import CausalConv3d, Conv2d
 from wfvae_jax.core.layers import (
     AttnBlock3DFix,
-    CausalConv3d,
-    Conv2d,
     Downsample,
     Norm,
     ResnetBlock2D,

@@ -41,12 +41,19 @@ SUBBANDS_3D = ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH")
 SUBBANDS_2D = ("LL", "HL", "LH", "HH")  # (h, w) letters, reference order aa, ad, da, dd
 
 
-def _filters(ndim: int, scale: float) -> np.ndarray:
-    """(n_sub, 2, ..., 2) Haar filters in subband order; each an outer product of [1, ±1]."""
+def haar_filters(ndim: int, scale: float) -> np.ndarray:
+    """The Haar analysis filters the transforms below apply, as explicit kernels.
+
+    Returns ``(2**ndim, 2, ..., 2)`` float64 (``ndim`` kernel axes): one kernel per subband, in
+    subband order (3D: ``SUBBANDS_3D``; 2D: the reference's ``aa, ad, da, dd``), each ``scale``
+    times an outer product of ``[1, 1]`` (low) and ``[1, -1]`` (high) along its axes. The
+    converter checks the reference's stored wavelet kernels against these.
+    Source: reference ``causalvideovae/model/modules/wavelet.py`` (``HaarWaveletTransform3D`` /
+    ``HaarWaveletTransform2D`` buffers).
+    """
     lo, hi = np.array([1.0, 1.0]), np.array([1.0, -1.0])
     out = []
-    order = (0, 2, 1, 3) if ndim == 2 else range(2**ndim)  # 2D: the reference's aa, ad, da, dd
-    for s in order:
+    for s in _order(ndim):
         k = np.ones((), np.float64)
         for axis in range(ndim):
             bit = (s >> (ndim - 1 - axis)) & 1
@@ -62,7 +69,7 @@ def _order(ndim: int) -> tuple[int, ...]:
 
 # The transforms are written as sums and differences of even/odd samples (a butterfly per
 # axis), not as the reference's stride-2 grouped convolutions: the same function (the filters
-# are outer products of [1, 1] and [1, -1], see ``_filters``), one fused elementwise pass for
+# are outer products of [1, 1] and [1, -1], see ``haar_filters``), one fused elementwise pass for
 # XLA instead of a grouped conv that XLA:CPU runs ~10x slower through a buffer ~4x its input.
 
 

@@ -1,4 +1,4 @@
-"""The latent dataset format written by ``python -m wfvae_jax.encode_dataset``, and its reader.
+"""The latent dataset format written by ``wfvae encode-dataset``, and its reader.
 
 This module is the one owner of the format: file names, record encoding, shard commit protocol,
 manifest, and the grain reader :class:`LatentSource` with the :class:`SampleLatent` transform.
@@ -55,6 +55,9 @@ import grain
 import jax.numpy as jnp
 import numpy as np
 from flax import serialization
+
+from wfvae_jax.core.config import WFVAEConfig
+from wfvae_jax.core.latents import WRITE_CONFIG_COMMAND, latent_scale_shift, normalize_latents
 
 FORMAT = "wfvae_jax.latents"
 VERSION = 1
@@ -288,8 +291,11 @@ class LatentSource:
                 "command to complete it (finished shards are kept)"
             )
         self.manifest = manifest
-        self.scale = np.asarray(manifest["scale"], np.float32)
-        self.shift = np.asarray(manifest["shift"], np.float32)
+        # None: encoded with a config that had no per-channel statistics (see ``config``).
+        stats = (manifest.get("scale"), manifest.get("shift"))
+        self.scale, self.shift = (
+            (None, None) if None in stats else (np.asarray(s, np.float32) for s in stats)
+        )
         self.latent_shape = tuple(manifest["latent_shape"])
         self.store = manifest["spec"]["encode"]["store"]
         self._paths = [
@@ -311,9 +317,31 @@ class LatentSource:
             raise IndexError(f"{self.out} holds no records")
         return decode_record(self._source[int(record_key)])
 
-    def sample_transform(self, sample: bool = True) -> SampleLatent:
-        """:class:`SampleLatent` with this dataset's ``scale``/``shift``."""
-        return SampleLatent(self.scale, self.shift, sample=sample)
+    @property
+    def config(self) -> WFVAEConfig:
+        """The encoder's :class:`WFVAEConfig` with the manifest's ``scale``/``shift``.
+
+        Raises:
+          ValueError: the manifest records no statistics (``null``), naming
+            ``wfvae latent-stats --write_config`` and ``sample_transform(config=...)``.
+        """
+        if self.scale is None:
+            raise ValueError(
+                f"{self.out} records no per-channel latent statistics; measure them with "
+                f"`{WRITE_CONFIG_COMMAND}` and pass that checkpoint's config: "
+                "sample_transform(config=wfvae_jax.load_pretrained(DIR)[1])"
+            )
+        return WFVAEConfig.from_dict(
+            {**self.manifest["model_config"], "scale": self.scale, "shift": self.shift}
+        )
+
+    def sample_transform(
+        self, sample: bool = True, config: WFVAEConfig | None = None
+    ) -> SampleLatent:
+        """:class:`SampleLatent` normalising with ``config``'s ``scale``/``shift`` (default:
+        :attr:`config`, this dataset's manifest). Pass the checkpoint's config after
+        ``wfvae latent-stats --write_config`` measured it."""
+        return SampleLatent(self.config if config is None else config, sample=sample)
 
     def __repr__(self) -> str:
         return f"LatentSource(num_records={self._len}, spec_hash={self.manifest['spec_hash'][:12]})"
@@ -324,13 +352,18 @@ class SampleLatent(grain.transforms.RandomMap):
 
     ``z = mean + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` from grain's per-record rng (the
     posterior sample, as ``DiagonalGaussian.sample``), or ``z = mean`` with ``sample=False``, or
-    the stored ``latent`` as is; then ``(z - shift) * scale`` per channel (the convention of
-    ``wfvae latent-stats``; undo with ``z / scale + shift`` before ``wfvae_jax.decode``).
+    the stored ``latent`` as is; then ``wfvae_jax.normalize_latents(z, config)``, i.e.
+    ``(z - shift) * scale`` per channel (undo with ``wfvae_jax.denormalize_latents`` before
+    ``wfvae_jax.decode``).
+
+    Raises:
+      ValueError: at construction, a ``config`` whose ``scale``/``shift`` do not have
+        ``latent_dim`` entries (or 1), naming ``wfvae latent-stats --write_config``.
     """
 
-    def __init__(self, scale: Any, shift: Any, sample: bool = True):
-        self.scale = np.asarray(scale, np.float32)
-        self.shift = np.asarray(shift, np.float32)
+    def __init__(self, config: WFVAEConfig, sample: bool = True):
+        latent_scale_shift(config)  # a placeholder scale/shift fails here, not in a worker
+        self.config = config
         self.sample = bool(sample)
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
@@ -342,5 +375,5 @@ class SampleLatent(grain.transforms.RandomMap):
             z = element["mean"] + np.exp(0.5 * element["logvar"]) * eps
         else:
             z = element["mean"]
-        out["latent"] = ((z - self.shift) * self.scale).astype(np.float32)
+        out["latent"] = normalize_latents(np.asarray(z, np.float32), self.config)
         return out

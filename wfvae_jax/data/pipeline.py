@@ -7,11 +7,12 @@ import os
 import grain
 from absl import flags
 
-from wfvae_jax.data.sources import VideoFolderSource, window_span
+from wfvae_jax.data.sources import VideoFolderSource
 from wfvae_jax.data.transforms import LongEnough, SampleClip
+from wfvae_jax.io.clip_spec import window_span
 
 
-def _allow_unparsed_absl_flags() -> None:
+def allow_unparsed_absl_flags() -> None:
     """Work around google/grain#1355 (grain 0.2.18) for programs that do not use ``absl.app``.
 
     With jaxlib >= 0.11 (extension version >= 448) grain reads the absl flag
@@ -131,7 +132,7 @@ def make_video_dataset(
         grain.transforms.Batch(batch_size=batch_size, drop_remainder=True),
     ]
     if worker_count > 0:
-        _allow_unparsed_absl_flags()
+        allow_unparsed_absl_flags()
     loader = grain.DataLoader(
         data_source=source,
         sampler=sampler,

@@ -1,9 +1,8 @@
-"""Random-access video sources for grain: a folder of video files, or a prepared TFDS dataset.
-
-Both return light records that ``SampleClip`` (``wfvae_jax.data.transforms``) turns into
-``(T, H, W, 3)`` float32 windows in ``[-1, 1]``:
-- ``VideoFolderSource``: ``{"path": str, "frames": int, "key": int}``, decoded lazily per example;
-- ``TfdsVideoSource``: ``{"video": uint8 (T, H, W, 3), "key": int}``, already decoded by TFDS.
+"""A folder of videos indexed for random access by grain: :class:`VideoFolderSource`, whose
+records ``{"path": str, "frames": int, "key": int}`` ``SampleClip`` (``wfvae_jax.data.transforms``)
+decodes into ``(T, H, W, 3)`` float32 windows in ``[-1, 1]``; the index of decodable frame counts
+(:func:`build_video_index`) it is built on. A prepared TFDS dataset is ``wfvae_jax.data.tfds``'s
+``TfdsVideoSource``, whose records hold the decoded frames.
 """
 
 from __future__ import annotations
@@ -14,44 +13,15 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from wfvae_jax.io.video import VIDEO_EXTENSIONS, count_frames
+from wfvae_jax.data.video_source import VideoFiles, find_videos
+from wfvae_jax.io.decode import VIDEO_EXTENSIONS, count_frames
 
 logger = logging.getLogger(__name__)
 
 _INDEX_VERSION = 1
-
-
-def window_span(num_frames: int, frame_stride: int) -> int:
-    """Decoded frames a window of ``num_frames`` frames ``frame_stride`` apart covers."""
-    if num_frames < 1 or frame_stride < 1:
-        raise ValueError(
-            f"num_frames and frame_stride must be >= 1, got {num_frames}, {frame_stride}"
-        )
-    return (num_frames - 1) * frame_stride + 1
-
-
-def find_videos(root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[str]:
-    """Video files under ``root`` (recursive, extension match case-insensitive), sorted, relative.
-
-    Sorting makes record keys independent of the file system's listing order, so every process
-    (and every run) sees the same index. Raises ValueError if ``root`` is not a directory.
-    """
-    root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise ValueError(f"video folder not found: {root}")
-    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.lower().endswith(exts) and not name.startswith("."):
-                found.append(os.path.relpath(os.path.join(dirpath, name), root))
-    return sorted(found)
 
 
 def _probe(path: str) -> dict:
@@ -100,8 +70,11 @@ def build_video_index(
     cache_dir: str | os.PathLike | None = None,
     extensions: Iterable[str] = VIDEO_EXTENSIONS,
     num_workers: int = 1,
+    *,
+    files: Sequence[str] | None = None,
 ) -> dict[str, dict]:
-    """Decodable frame counts of every video under ``root``, cached as JSON in ``cache_dir``.
+    """Decodable frame counts of every video under ``root`` (or of ``files``, relative to it),
+    cached as JSON in ``cache_dir``.
 
     Returns ``{relative_path: {"size", "mtime_ns", "frames", "error"}}`` in sorted path order;
     ``error`` is ``None`` for readable files, else the reason (``frames`` is then 0). A cached
@@ -110,7 +83,7 @@ def build_video_index(
     ``cache_dir=None`` disables caching. ``num_workers > 1`` probes files from that many threads.
     """
     root = os.fspath(root)
-    files = find_videos(root, extensions)
+    files = find_videos(root, extensions) if files is None else list(files)
     cache_path = None if cache_dir is None else _index_path(os.fspath(cache_dir), root)
     cached = _load_cache(cache_path, root)
     entries: dict[str, dict] = {}
@@ -141,8 +114,9 @@ def build_video_index(
     return entries
 
 
-class VideoFolderSource:
-    """grain ``RandomAccessDataSource`` over the video files in a folder (searched recursively).
+class VideoFolderSource(VideoFiles):
+    """grain ``RandomAccessDataSource`` over the video files in a folder (searched recursively):
+    the :class:`~wfvae_jax.data.video_source.VideoFiles` that have at least ``min_frames``.
 
     Each record is ``{"path": absolute path, "frames": decodable frame count, "key": record key}``;
     frames are decoded later by ``SampleClip``. Files that cannot be opened or decoded and files
@@ -152,6 +126,7 @@ class VideoFolderSource:
 
     Args:
       root: folder searched recursively for ``extensions`` (mp4, avi, mkv, mov, webm).
+      exclude: files left out before indexing (``VideoFiles``), e.g. held-out evaluation videos.
       min_frames: the window span the pipeline will draw, ``window_span(num_frames, frame_stride)``.
       cache_dir: where the JSON index of frame counts is kept (``build_video_index``); ``None``
         re-probes every file on construction.
@@ -160,6 +135,9 @@ class VideoFolderSource:
     Raises:
       ValueError: ``root`` is not a directory, or no usable video remains (the message gives the
         skip counts).
+    Attributes:
+      paths, frames: the usable files and their decodable frame counts (record ``key`` order);
+      skipped: path -> why it is left out; excluded: what ``exclude`` left out.
     """
 
     def __init__(
@@ -170,13 +148,17 @@ class VideoFolderSource:
         cache_dir: str | os.PathLike | None = None,
         extensions: Iterable[str] = VIDEO_EXTENSIONS,
         num_index_workers: int = 1,
+        exclude: Sequence[str] = (),
     ):
         if min_frames < 1:
             raise ValueError(f"min_frames must be >= 1, got {min_frames}")
-        self.root = os.path.realpath(os.fspath(root))
+        listing = VideoFiles(root, exclude=exclude, extensions=extensions)
+        self.root = listing.root
         self.min_frames = int(min_frames)
-        index = build_video_index(self.root, cache_dir, extensions, num_index_workers)
-        self.paths: list[str] = []
+        index = build_video_index(
+            self.root, cache_dir, num_workers=num_index_workers, files=listing.names
+        )
+        usable: list[str] = []
         self.frames: list[int] = []
         self.skipped: dict[str, str] = {}
         self.num_unreadable = 0
@@ -192,7 +174,7 @@ class VideoFolderSource:
                     f"too short: {entry['frames']} decodable frames < {self.min_frames}"
                 )
             else:
-                self.paths.append(path)
+                usable.append(rel)
                 self.frames.append(int(entry["frames"]))
         for path, reason in self.skipped.items():
             logger.warning("skipping video %s (%s)", path, reason)
@@ -200,15 +182,21 @@ class VideoFolderSource:
             warnings.warn(
                 f"VideoFolderSource({self.root}): skipped {self.num_unreadable} unreadable and "
                 f"{self.num_too_short} too-short (< {self.min_frames} frames) video files; "
-                f"{len(self.paths)} remain. See .skipped for the reasons.",
+                f"{len(usable)} remain. See .skipped for the reasons.",
                 stacklevel=2,
             )
-        if not self.paths:
+        if not usable:
             raise ValueError(
                 f"no usable video under {self.root} (extensions {tuple(extensions)}): "
                 f"{self.num_unreadable} unreadable, {self.num_too_short} shorter than "
                 f"{self.min_frames} frames"
             )
+        super().__init__(self.root, usable)
+        self.excluded = listing.excluded
+
+    def num_frames(self, index: int) -> int:
+        """Decodable frames of record ``index`` (from the index: nothing is decoded)."""
+        return self.frames[int(index)]
 
     def mark_unreadable(self, record_key: int, reason: str) -> bool:
         """Counts record ``record_key`` as unreadable, as if the scan had found it so; returns
@@ -263,63 +251,4 @@ class VideoFolderSource:
         return (
             f"VideoFolderSource(num_videos={len(self)}, min_frames={self.min_frames}, "
             f"index={digest})"
-        )
-
-
-class TfdsVideoSource:
-    """grain ``RandomAccessDataSource`` over a prepared TFDS dataset (array_record files).
-
-    Wraps ``tfds.data_source(name, split=split, data_dir=data_dir)``; each record becomes
-    ``{"video": uint8 (T, H, W, 3), "key": record key}`` from the ``video_key`` feature, which must
-    decode to uint8 RGB frames. Without tensorflow installed this works for features stored as
-    ``tfds.features.Tensor`` (e.g. ``Tensor(shape=(None, H, W, 3), dtype=np.uint8,
-    encoding="zlib")``); tfds 4.9.10's ``tfds.features.Video`` needs tensorflow to load.
-    Records shorter than the window are dropped by the pipeline (``make_video_dataset``).
-
-    Raises:
-      ValueError: the dataset was not prepared in ``array_record`` format or cannot be found.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        split: str,
-        data_dir: str | os.PathLike | None = None,
-        video_key: str = "video",
-    ):
-        import tensorflow_datasets as tfds  # heavy import, only for users of this source
-
-        self.name, self.split, self.video_key = name, split, video_key
-        self.data_dir = None if data_dir is None else os.fspath(data_dir)
-        try:
-            self._source = tfds.data_source(name, split=split, data_dir=self.data_dir)
-        except Exception as e:  # tfds raises several unrelated types for "not prepared"
-            raise ValueError(
-                f"cannot open TFDS dataset {name!r} split {split!r} in {self.data_dir}: "
-                f"{type(e).__name__}: {e}"
-            ) from e
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __getitem__(self, record_key: int) -> dict:
-        record_key = int(record_key)
-        record = self._source[record_key]
-        if self.video_key not in record:
-            raise ValueError(
-                f"TFDS record {record_key} of {self.name} has no key {self.video_key!r} "
-                f"(keys: {sorted(record)})"
-            )
-        video = np.asarray(record[self.video_key])
-        if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
-            raise ValueError(
-                f"{self.name}[{record_key}][{self.video_key!r}] must be uint8 (T, H, W, 3), got "
-                f"{video.dtype} {video.shape}"
-            )
-        return {"video": video, "key": record_key}
-
-    def __repr__(self) -> str:
-        return (
-            f"TfdsVideoSource(name={self.name!r}, split={self.split!r}, "
-            f"data_dir={self.data_dir!r}, video_key={self.video_key!r}, num_records={len(self)})"
         )

@@ -16,8 +16,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from wfvae_jax.data.sources import window_span
-from wfvae_jax.io.video import read_video, resize_and_crop
+from wfvae_jax.io.clip_spec import ClipSpec, window_span
+from wfvae_jax.io.frames import resize_and_crop
+from wfvae_jax.io.windows import read_video
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class SampleClip(grain.transforms.RandomMap):
         self.span = window_span(num_frames, frame_stride)
         if crop not in ("center", "random"):
             raise ValueError(f'crop must be "center" or "random", got {crop!r}')
+        # The window: one per record, drawn with the record's rng (ClipSpec's "random" policy).
+        self.spec = ClipSpec(
+            num_frames, frame_stride, 0, resolution, crop, resample, multiple=1, sampling="random"
+        )
         self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
         self.resolution, self.crop, self.resample = resolution, crop, resample
         self.source = source
@@ -105,7 +110,7 @@ class SampleClip(grain.transforms.RandomMap):
                 f"record {element.get('key')} has {total} frames, fewer than the window span "
                 f"{self.span}; filter the source first"
             )
-        start = int(rng.integers(0, total - self.span + 1))
+        start = self.spec.window_starts(total, rng)[0]
         if "video" in element:
             window = element["video"][start : start + self.span : self.frame_stride]
             clip = resize_and_crop(window, self.resolution, self.crop, rng, self.resample)

@@ -283,10 +283,9 @@ def evaluate(
     if options.causal_cache:
         other_chunk = main_chunk or DEFAULT_CAUSAL_CACHE_T_CHUNK
         main_chunk = 0  # the headline numbers are the direct ones; chunked ones are compared
-    d = config.temporal_downsample
     for tc in (main_chunk, other_chunk):
-        if tc is not None and tc % d:
-            raise ValueError(f"t_chunk must be a multiple of {d} video frames, got {tc}")
+        if tc is not None:
+            config.check_t_chunk(tc, "encode")
 
     scorer = fvd = None
     shape = None

@@ -32,6 +32,11 @@ Params = Any
 # admits rounding in the caller's resizing and dtype casts.
 VIDEO_RANGE_TOL = 1e-2
 _UINT8_HINT = "for uint8 / 0-255 frames use x / 127.5 - 1 (wfvae_jax.io.video.to_float)"
+# A 4-D input is one clip without its batch axis; under jax.vmap every mapped clip is one.
+_BATCH_HINT = (
+    "add a batch axis: {x}[None]; under jax.vmap over clips, call it on {x}[None] and take "
+    "[0] of the result"
+)
 
 
 def _value_stats(x: Any) -> tuple[bool, float, float] | None:
@@ -91,8 +96,9 @@ def validate_video(video: Any, config: WFVAEConfig | None = None) -> None:
     """Checks a video batch for :func:`encode`.
 
     Expects ``(B, T, H, W, 3)`` channels-last, ``T = 1 + d k`` (``d = config.temporal_downsample``,
-    4 or 8), ``H`` and ``W`` divisible by 8, a float dtype, finite values in [-1, 1] (to within
-    ``VIDEO_RANGE_TOL``). Values are checked only for concrete arrays (not under ``jax.jit``).
+    4 or 8), ``H`` and ``W`` divisible by ``config.spatial_downsample`` (8), a float dtype,
+    finite values in [-1, 1] (to within ``VIDEO_RANGE_TOL``). Values are checked only for
+    concrete arrays (not under ``jax.jit``).
     Raises:
       ValueError: naming the problem; for a bad T, the nearest valid T; for an integer dtype
         (uint8 frames) or values outside [-1, 1], the conversion ``x / 127.5 - 1``. Never
@@ -100,15 +106,17 @@ def validate_video(video: Any, config: WFVAEConfig | None = None) -> None:
     """
     shape = tuple(np.shape(video))
     if len(shape) != 5:
-        hint = " (add a batch axis: video[None])" if len(shape) == 4 else ""
+        hint = f" ({_BATCH_HINT.format(x='video')})" if len(shape) == 4 else ""
         raise ValueError(f"video must be (B, T, H, W, 3) channels-last, got shape {shape}{hint}")
     b, t, h, w, c = shape
     if c != 3:
         hint = " (channels-first input? move axis 1 to the end)" if shape[1] == 3 else ""
         raise ValueError(f"video must have 3 channels (RGB) last, got {c}{hint}; shape {shape}")
-    (config or WFVAEConfig()).check_num_frames(t)
-    if h % 8 or w % 8 or h == 0 or w == 0:
-        raise ValueError(f"H and W must be positive multiples of 8, got H={h}, W={w}")
+    config = config or WFVAEConfig()
+    config.check_num_frames(t)
+    s = config.spatial_downsample
+    if h % s or w % s or h == 0 or w == 0:
+        raise ValueError(f"H and W must be positive multiples of {s}, got H={h}, W={w}")
     dtype = getattr(video, "dtype", None)
     dtype = np.asarray(video).dtype if dtype is None else dtype
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -131,7 +139,10 @@ def validate_latent(z: Any, config: WFVAEConfig) -> None:
     """Checks a latent ``(B, t, h, w, latent_dim)`` for :func:`decode`; raises ValueError."""
     shape = tuple(np.shape(z))
     if len(shape) != 5:
-        raise ValueError(f"latent must be (B, t, h, w, {config.latent_dim}), got shape {shape}")
+        hint = f" ({_BATCH_HINT.format(x='z')})" if len(shape) == 4 else ""
+        raise ValueError(
+            f"latent must be (B, t, h, w, {config.latent_dim}), got shape {shape}{hint}"
+        )
     if shape[-1] != config.latent_dim:
         raise ValueError(
             f"latent has {shape[-1]} channels but the config's latent_dim is {config.latent_dim}"
@@ -243,6 +254,9 @@ def encode(
 ) -> DiagonalGaussian | tuple[DiagonalGaussian, tuple[jnp.ndarray, jnp.ndarray]]:
     """Encodes a video to the posterior ``q(z | x)``.
 
+    Composes with ``jax.jit``, ``jax.grad`` and ``jax.vmap`` (each mapped clip is a batch of
+    one: ``encode(params, clip[None], config)``); docs/diffusion.md shows each.
+
     Args:
       params: the ``params`` pytree (``load_pretrained`` or ``init_params``); the encoder
         half suffices (``load_pretrained(path, part="encoder")``).
@@ -276,7 +290,9 @@ def encode(
     dtype = parse_dtype(dtype)
     t_chunk = _resolve_chunk(t_chunk, _auto_encode_chunk(video, config), return_taps)
     if mesh is not None:
-        mesh, params, video = sharding.place(params, video, mesh, "video", 8)
+        mesh, params, video = sharding.place(
+            params, video, mesh, "video", config.spatial_downsample
+        )
     if t_chunk is not None:
         from wfvae_jax.inference.causal_cache import encode_chunked
 
@@ -296,6 +312,9 @@ def decode(
     mesh: jax.sharding.Mesh | None = None,
 ) -> jnp.ndarray | tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
     """Decodes a latent to video.
+
+    Composes with ``jax.jit``, ``jax.grad`` (direct and chunked) and ``jax.vmap`` (each mapped
+    latent is a batch of one: ``decode(params, z[None], config)[0]``); see docs/diffusion.md.
 
     Args:
       params: as for :func:`encode`; the decoder half suffices
@@ -401,13 +420,14 @@ def lower_encode(
     dtype = parse_dtype(dtype)
     t_chunk = _resolve_chunk(t_chunk, _auto_encode_chunk(video, config), False)
     if mesh is not None:
-        mesh, params, video = sharding.place(params, video, mesh, "video", 8)
+        mesh, params, video = sharding.place(
+            params, video, mesh, "video", config.spatial_downsample
+        )
     if t_chunk is None:
         return _encode.lower(params, video, config, dtype, mesh)
-    from wfvae_jax.inference import causal_cache
+    from wfvae_jax.inference.causal_cache import lower_encode_chunked
 
-    causal_cache._check(config, t_chunk, config.temporal_downsample, "encoder")
-    return causal_cache._encode_chunked.lower(params, video, config, t_chunk, dtype, mesh)
+    return lower_encode_chunked(params, video, config, t_chunk, dtype, mesh)
 
 
 def lower_decode(
@@ -429,7 +449,6 @@ def lower_decode(
         mesh, params, z = sharding.place(params, z, mesh, "latent", 1)
     if t_chunk is None:
         return _decode.lower(params, z, config, dtype, mesh)
-    from wfvae_jax.inference import causal_cache
+    from wfvae_jax.inference.causal_cache import lower_decode_chunked
 
-    causal_cache._check(config, t_chunk, 1, "decoder")
-    return causal_cache._decode_chunked.lower(params, z, config, t_chunk, dtype, mesh)
+    return lower_decode_chunked(params, z, config, t_chunk, dtype, mesh)

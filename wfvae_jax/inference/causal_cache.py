@@ -51,16 +51,6 @@ from wfvae_jax.inference import sharding
 TRACE_COUNT = {"encode": 0, "decode": 0}
 
 
-def _check(config: WFVAEConfig, t_chunk: int, multiple: int, what: str) -> None:
-    if config.norm_type == "groupnorm":
-        raise ValueError(
-            "Causal Cache chunking is not exact for norm_type='groupnorm' (GroupNorm mixes all "
-            "frames of a clip); encode/decode without t_chunk"
-        )
-    if not isinstance(t_chunk, int) or t_chunk < multiple or t_chunk % multiple:
-        raise ValueError(f"{what} t_chunk must be a positive multiple of {multiple}, got {t_chunk}")
-
-
 @jax.jit(static_argnames=("config", "dtype", "mesh"))
 def _enc_step(params, x, cache, config, dtype, mesh=None):
     TRACE_COUNT["encode"] += 1
@@ -120,9 +110,10 @@ def encode_chunked(
       t_chunk: video frames per chunk after the first frame, a multiple of ``d``.
       mesh: an Auto-axes mesh from ``inference.sharding`` (inputs already placed), or None.
     Raises:
-      ValueError: groupnorm config, or ``t_chunk`` not a positive multiple of ``d``.
+      ValueError: groupnorm config, or ``t_chunk`` not a positive multiple of ``d``
+        (``WFVAEConfig.check_t_chunk``).
     """
-    _check(config, t_chunk, config.temporal_downsample, "encoder")
+    config.check_t_chunk(t_chunk, "encode", direct_ok=False)
     moments = _encode_chunked(params, video, config, t_chunk, dtype, mesh)
     return DiagonalGaussian.from_moments(moments)
 
@@ -172,7 +163,34 @@ def decode_chunked(
     Returns:
       ``(B, d(t - 1) + 1, 8h, 8w, 3)``, ``d = config.temporal_downsample``.
     Raises:
-      ValueError: groupnorm config or ``t_chunk < 1``.
+      ValueError: groupnorm config or ``t_chunk < 1`` (``WFVAEConfig.check_t_chunk``).
     """
-    _check(config, t_chunk, 1, "decoder")
+    config.check_t_chunk(t_chunk, "decode", direct_ok=False)
     return _decode_chunked(params, z, config, t_chunk, dtype, mesh)
+
+
+def lower_encode_chunked(
+    params: Any,
+    video: Any,
+    config: WFVAEConfig,
+    t_chunk: int,
+    dtype: Any = jnp.float32,
+    mesh: jax.sharding.Mesh | None = None,
+) -> jax.stages.Lowered:
+    """AOT lowering of what :func:`encode_chunked` runs (same checks and arguments; ``video``
+    and the params may be ``jax.ShapeDtypeStruct``)."""
+    config.check_t_chunk(t_chunk, "encode", direct_ok=False)
+    return _encode_chunked.lower(params, video, config, t_chunk, dtype, mesh)
+
+
+def lower_decode_chunked(
+    params: Any,
+    z: Any,
+    config: WFVAEConfig,
+    t_chunk: int,
+    dtype: Any = jnp.float32,
+    mesh: jax.sharding.Mesh | None = None,
+) -> jax.stages.Lowered:
+    """AOT lowering of what :func:`decode_chunked` runs (same checks and arguments)."""
+    config.check_t_chunk(t_chunk, "decode", direct_ok=False)
+    return _decode_chunked.lower(params, z, config, t_chunk, dtype, mesh)

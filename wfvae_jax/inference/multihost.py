@@ -1,4 +1,5 @@
-"""Starting JAX's multi-controller runtime (one process per host) for our commands.
+"""Starting JAX's multi-controller runtime (one process per host) for our commands, and the
+small cross-process steps they share (a barrier, an all-gather of JSON, an any-of flag).
 
 ``jax.distributed.initialize()`` finds the coordinator, process count and process id itself on
 TPU pods, SLURM, Open MPI and Kubernetes. Elsewhere (e.g. several processes on one machine) it
@@ -10,9 +11,13 @@ unless the user chose an implementation).
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 def initialize() -> None:
@@ -30,3 +35,31 @@ def initialize() -> None:
     if "JAX_PROCESS_ID" in os.environ:
         kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
     jax.distributed.initialize(**kwargs)
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process reached the barrier ``name`` (nothing with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def allgather_json(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (JSON-serialisable), in process order."""
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = multihost_utils.process_allgather(padded)
+    return [
+        json.loads(bytes(gathered[i, : int(sizes[i, 0])]).decode())
+        for i in range(jax.process_count())
+    ]
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (one small all-gather with several)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.process_allgather(np.asarray([int(flag)], np.int32)).max())

@@ -1,8 +1,12 @@
-"""Spatial sharding for inference: one video split over devices along its height, exactly.
+"""The device mesh of training and inference, and spatial sharding: one video split over devices
+along its height, exactly.
 
-A mesh has the axes ``"data"`` (batch) and/or ``"space"`` (height). :func:`wfvae_jax.encode` and
+One mesh builder (:func:`make_mesh`) for every use: axes ``("data", "fsdp", "space")``. A batch is
+split over ``"data"`` and ``"fsdp"`` (:data:`BATCH_AXES`); training splits its state over
+``"fsdp"`` (``wfvae_jax.train.mesh``); ``"space"`` splits each video's height. Parameters are
+copied to every device with :func:`replicate`. :func:`wfvae_jax.encode` and
 :func:`wfvae_jax.decode` take ``mesh=``: the video / latent is placed with
-:func:`activation_sharding` (batch over ``"data"``, H over ``"space"``) and the output stays
+:func:`activation_sharding` (batch over the batch axes, H over ``"space"``) and the output stays
 sharded the same way. Every activation inside the model is split the same way, so per-device
 activation memory falls as ``1 / space``; the parameters (replicated) and weight-sized
 temporaries stay; see the README's "Spatial sharding" table (``benchmarks/sharding.py``).
@@ -41,33 +45,51 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-AXES = ("data", "space")
-# The encoder downsamples H by 8 and every level must split evenly over the "space" devices.
-SPATIAL_DOWNSAMPLE = 8
+AXES = ("data", "fsdp", "space")
+BATCH_AXES = ("data", "fsdp")  # a batch is split over both (fsdp also splits training's state)
+FLAG_AXES = ("data", "space")  # what --mesh sets (inference: fsdp is training's)
 MESH_HELP = (
     "device mesh 'data=D,space=S': split the batch over D devices and each video's height over "
     "S devices (D*S devices, the first D*S of jax.devices()); e.g. space=4"
 )
 
 
-def make_mesh(data: int = 1, space: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
-    """A ``(data, space)`` mesh with axes ``("data", "space")`` over the first ``data * space``
-    devices of ``devices`` (default ``jax.devices()``).
+def make_mesh(
+    data: int | None = None,
+    space: int = 1,
+    *,
+    fsdp: int = 1,
+    devices: Sequence[Any] | None = None,
+) -> Mesh:
+    """A ``(data, fsdp, space)`` mesh with axes :data:`AXES` over the first
+    ``data * fsdp * space`` devices of ``devices`` (default ``jax.devices()``: every process's).
 
+    ``data=None`` puts every device on ``"data"`` that ``fsdp * space`` leaves, which must then
+    divide the device count (training: ``make_mesh(fsdp=F)``).
     Raises:
-      ValueError: a size below 1, or more devices asked for than there are.
+      ValueError: a size below 1, more devices asked for than there are, or ``fsdp * space`` not
+        dividing the devices for ``data=None``.
     """
     devices = list(jax.devices() if devices is None else devices)
-    if data < 1 or space < 1:
-        raise ValueError(f"mesh sizes must be >= 1, got data={data}, space={space}")
-    if data * space > len(devices):
+    if fsdp < 1 or space < 1 or (data is not None and data < 1):
+        raise ValueError(f"mesh sizes must be >= 1, got data={data}, fsdp={fsdp}, space={space}")
+    if data is None:
+        if len(devices) % (fsdp * space):
+            raise ValueError(
+                f"mesh fsdp={fsdp}, space={space}: fsdp * space must divide the "
+                f"{len(devices)} devices"
+            )
+        data = len(devices) // (fsdp * space)
+    n = data * fsdp * space
+    if n > len(devices):
         raise ValueError(
-            f"mesh data={data},space={space} needs {data * space} devices, "
-            f"only {len(devices)} available (on CPU set "
+            f"mesh data={data},space={space}"
+            + (f",fsdp={fsdp}" if fsdp > 1 else "")
+            + f" needs {n} devices, only {len(devices)} available (on CPU set "
             f"XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts)"
         )
-    grid = np.asarray(devices[: data * space], dtype=object).reshape(data, space)
-    return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * 2)
+    grid = np.asarray(devices[:n], dtype=object).reshape(data, fsdp, space)
+    return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
 def parse_mesh(spec: str) -> dict[str, int]:
@@ -83,7 +105,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
         if not m:
             raise ValueError(f"bad mesh {spec!r}: expected 'data=D,space=S', e.g. 'space=4'")
         name, size = m.group(1), int(m.group(2))
-        if name not in AXES:
+        if name not in FLAG_AXES:
             raise ValueError(f"unknown mesh axis {name!r} in {spec!r}; axes are 'data', 'space'")
         if name in seen:
             raise ValueError(f"mesh axis {name!r} given twice in {spec!r}")
@@ -110,13 +132,13 @@ def check_mesh(mesh: Mesh) -> Mesh:
     """Validates ``mesh``'s axis names; returns it with Auto axis types (see module docstring).
 
     Raises:
-      ValueError: an axis other than ``"data"`` / ``"space"``.
+      ValueError: an axis other than ``"data"`` / ``"fsdp"`` / ``"space"``.
     """
     unknown = [a for a in mesh.axis_names if a not in AXES]
     if unknown:
         raise ValueError(
             f"unknown mesh axis {unknown[0]!r} (mesh axes {tuple(mesh.axis_names)}); WF-VAE "
-            f"inference uses 'data' (batch) and 'space' (height)"
+            f"uses 'data' and 'fsdp' (batch) and 'space' (height)"
         )
     if all(t == AxisType.Auto for t in mesh.axis_types):
         return mesh
@@ -128,10 +150,20 @@ def axis_size(mesh: Mesh | None, name: str) -> int:
     return 1 if mesh is None or name not in mesh.axis_names else int(mesh.shape[name])
 
 
+def batch_size_divisor(mesh: Mesh | None) -> int:
+    """Devices a batch is split over: the product of the mesh's :data:`BATCH_AXES` sizes."""
+    return axis_size(mesh, "data") * axis_size(mesh, "fsdp")
+
+
+def batch_spec(mesh: Mesh) -> str | tuple[str, ...] | None:
+    """The ``PartitionSpec`` entry of a batch axis: the :data:`BATCH_AXES` the mesh has."""
+    names = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+    return names[0] if len(names) == 1 else (names or None)
+
+
 def activation_spec(mesh: Mesh) -> P:
-    """``(B, T, H, W, C)`` split: B over ``"data"``, H over ``"space"`` (axes the mesh has)."""
-    names = mesh.axis_names
-    return P("data" if "data" in names else None, None, "space" if "space" in names else None)
+    """``(B, T, H, W, C)`` split: B over the batch axes, H over ``"space"`` (axes the mesh has)."""
+    return P(batch_spec(mesh), None, "space" if "space" in mesh.axis_names else None)
 
 
 def activation_sharding(mesh: Mesh) -> NamedSharding:
@@ -139,9 +171,20 @@ def activation_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, activation_spec(mesh))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of an array held whole on every device of ``mesh``."""
+    return NamedSharding(mesh, P())
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """``tree`` (e.g. params) copied to every device of ``mesh``; do it once for many calls."""
-    return jax.device_put(tree, NamedSharding(check_mesh(mesh), P()))
+    """``tree`` (e.g. params) copied to every device of ``mesh``; do it once for many calls.
+
+    Every process of a multi-process mesh passes the same values. Already-placed arrays are not
+    copied again; ``jax.ShapeDtypeStruct`` leaves (AOT lowering) get the sharding attached;
+    under an outer ``jax.jit`` it acts as a sharding constraint.
+    """
+    sharding = replicated(check_mesh(mesh))
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
 
 
 def check_input(shape: Sequence[int], mesh: Mesh, what: str, downsample: int) -> None:
@@ -154,10 +197,11 @@ def check_input(shape: Sequence[int], mesh: Mesh, what: str, downsample: int) ->
         (the message names the nearest heights that work).
     """
     b, h = shape[0], shape[2]
-    d, s = axis_size(mesh, "data"), axis_size(mesh, "space")
+    d, s = batch_size_divisor(mesh), axis_size(mesh, "space")
     if b % d:
+        axes = f"data={d}" if axis_size(mesh, "fsdp") == 1 else f"data*fsdp={d}"
         raise ValueError(
-            f"{what} batch {b} is not divisible by the mesh's data={d} devices; "
+            f"{what} batch {b} is not divisible by the mesh's {axes} devices; "
             f"use a batch that is a multiple of {d} (pad it) or a smaller 'data' axis"
         )
     step = downsample * s
@@ -188,7 +232,7 @@ def constrain(mesh: Mesh | None) -> Iterator[None]:
         yield
         return
     sharding = activation_sharding(mesh)
-    d, s = axis_size(mesh, "data"), axis_size(mesh, "space")
+    d, s = batch_size_divisor(mesh), axis_size(mesh, "space")
 
     def put(x: Any) -> Any:
         if _is_activation(x) and x.shape[0] % d == 0 and x.shape[2] % s == 0:
@@ -208,7 +252,10 @@ def constrain(mesh: Mesh | None) -> Iterator[None]:
 def _put(x: Any, sharding: NamedSharding) -> Any:
     if isinstance(x, jax.ShapeDtypeStruct):  # AOT lowering: only the layout is needed
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
-    return jax.device_put(x, sharding)
+    if sharding.is_fully_addressable or isinstance(x, jax.core.Tracer):
+        return jax.device_put(x, sharding)
+    host = np.asarray(x)  # other processes' devices: each fills its own from the same values
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def place(params: Any, x: Any, mesh: Mesh, what: str, downsample: int) -> tuple[Mesh, Any, Any]:
@@ -223,6 +270,4 @@ def place(params: Any, x: Any, mesh: Mesh, what: str, downsample: int) -> tuple[
     """
     mesh = check_mesh(mesh)
     check_input(np.shape(x), mesh, what, downsample)
-    rep = NamedSharding(mesh, P())
-    params = jax.tree.map(lambda a: _put(a, rep), params)
-    return mesh, params, _put(x, activation_sharding(mesh))
+    return mesh, replicate(params, mesh), _put(x, activation_sharding(mesh))

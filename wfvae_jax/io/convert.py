@@ -9,7 +9,7 @@ Plan, MindSpeed-MM) give ``ema_state_dict`` with ``module.`` removed, else
 ``state_dict["gen_model"]``, as the reference's ``WFVAEModel.init_from_ckpt``; keys that all carry
 one prefix made of ``module.``/``model.``/``vae.``/``ae.`` lose it (the prefix is printed).
 float16/bfloat16 weights become float32 parameters. Reading ``.ckpt`` needs no torch and runs no
-pickled code (see :mod:`wfvae_jax.io.torch_files`).
+pickled code (see :mod:`wfvae_jax.io.torch_zip`).
 
 The config: ``--config`` (a config.json or a name from ``core.config.NAMED_CONFIGS``), else
 the ``config.json`` next to the weights, else it is inferred from the state dict's names and
@@ -96,13 +96,15 @@ def flax_path_to_torch_key(path: tuple[str, ...]) -> str:
 
 
 def _expected_wavelet(key: str) -> np.ndarray:
+    """The reference's stored kernel ``(1, 1, 2, 2[, 2])`` for a ``*wavelet_transform*`` key."""
     if key.endswith(".conv.weight"):  # forward 3D: <kernel>_conv.conv.weight
-        idx = _HAAR3D_NAMES.index(key.split(".")[-3].removesuffix("_conv"))
-        return wavelets._filters(3, wavelets.REFERENCE_SCALE_3D)[idx][None, None]
-    name = key.rsplit(".", 1)[-1]
-    if name in _HAAR2D_NAMES:
-        return wavelets._filters(2, wavelets.SCALE_2D)[_HAAR2D_NAMES.index(name)][None, None]
-    return wavelets._filters(3, wavelets.REFERENCE_SCALE_3D)[_HAAR3D_NAMES.index(name)][None, None]
+        ndim, idx = 3, _HAAR3D_NAMES.index(key.split(".")[-3].removesuffix("_conv"))
+    elif (name := key.rsplit(".", 1)[-1]) in _HAAR2D_NAMES:
+        ndim, idx = 2, _HAAR2D_NAMES.index(name)
+    else:
+        ndim, idx = 3, _HAAR3D_NAMES.index(name)
+    scale = wavelets.SCALE_2D if ndim == 2 else wavelets.REFERENCE_SCALE_3D
+    return wavelets.haar_filters(ndim, scale)[idx][None, None]
 
 
 def _to_flax(value: np.ndarray, leaf: str) -> np.ndarray:
@@ -349,15 +351,16 @@ def torch_state_dict_to_params(
 def _read_state_dict(
     files: checkpoint.ReferenceFiles, use_ema: bool, report: Report
 ) -> dict[str, np.ndarray]:
-    from wfvae_jax.io import torch_files as torch_io
+    from wfvae_jax.io import torch_files
+    from wfvae_jax.io.torch_zip import load_torch_pickle
 
     weights = files.weights
-    if weights.suffix.lower() in torch_io.TORCH_SUFFIXES:
-        obj = torch_io.load_torch_pickle(weights, widen_bfloat16=False)
-        where, sd = torch_io.generator_entry(obj, use_ema=use_ema)
+    if weights.suffix.lower() in torch_files.TORCH_SUFFIXES:
+        obj = load_torch_pickle(weights, widen_bfloat16=False)
+        where, sd = torch_files.generator_entry(obj, use_ema=use_ema)
         report(f"weights: {weights} ({where})")
     else:
-        sd = torch_io.load_state_dict(weights, widen_bfloat16=False)
+        sd = torch_files.load_state_dict(weights, widen_bfloat16=False)
         report(f"weights: {weights}")
     sd, prefix, ignored = strip_key_prefix(sd)
     if prefix:

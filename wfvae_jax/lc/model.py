@@ -26,11 +26,11 @@ from wfvae_jax.lc import masks
 from wfvae_jax.lc.transforms import (
     DEFAULT_LEVELS,
     TIME_MODES,
-    _scales,
     compress,
     inverse_multi_wt,
     multi_wt,
     num_channels,
+    scale_factors,
 )
 
 MASK_KINDS = ("fixed", "keep_ratio", "topk", "topk_position", "none")
@@ -60,7 +60,7 @@ def make_compressor(
     """
     if mask not in MASK_KINDS:
         raise ValueError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
-    _scales(scale)
+    scale_factors(scale)
     if time_mode not in TIME_MODES:
         raise ValueError(f"time_mode must be one of {TIME_MODES}, got {time_mode!r}")
     if mask == "none":
@@ -105,7 +105,7 @@ class LCSettings:
             raise ValueError(f"lc mask must be one of {MASK_KINDS}, got {self.mask!r}")
         if not 0.0 <= self.keep_ratio <= 1.0:
             raise ValueError(f"lc keep_ratio must be in [0, 1], got {self.keep_ratio}")
-        _scales(self.scale)
+        scale_factors(self.scale)
         if self.time_mode not in TIME_MODES:
             raise ValueError(f"lc time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
 

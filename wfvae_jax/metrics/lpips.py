@@ -38,13 +38,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from wfvae_jax.metrics._common import (
-    check_tree_shapes,
-    check_video_shapes,
-    flatten_tree,
-    map_frame_chunks,
-    unflatten_tree,
-)
+from wfvae_jax.metrics.frames import check_video_shapes, map_frame_chunks
+from wfvae_jax.metrics.weights import check_tree_shapes, flatten_tree, unflatten_tree
 
 NETS = ("vgg", "alex")
 WEIGHTS_DIR = Path(__file__).with_name("lpips_weights")
@@ -220,7 +215,7 @@ def lpips_video(
       x, y: videos, (B, T, H, W, 3), float, nominally in [-1, 1]; clamped to [-1, 1] first,
         like the frames the reference eval reads from disk.
       frame_chunk: frames per device call (``None``: as many as fit in
-        ``metrics._common.PIXELS_PER_CALL`` pixels); the values do not depend on it.
+        ``metrics.frames.PIXELS_PER_CALL`` pixels); the values do not depend on it.
 
     Returns:
       (B, T) float32 distances.

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wfvae_jax.metrics._common import check_video_shapes, map_frame_chunks, to_unit_range
+from wfvae_jax.metrics.frames import check_video_shapes, map_frame_chunks, to_unit_range
 
 WINDOW_SIZE = 11
 SIGMA = 1.5
@@ -86,7 +86,7 @@ def ssim(x: Any, y: Any, *, frame_chunk: int | None = None) -> jax.Array:
       x: reference videos, (B, T, H, W, C), float, nominally in [-1, 1]; H, W >= 11.
       y: distorted or reconstructed videos, same shape and range.
       frame_chunk: frames per device call (``None``: as many as fit in
-        ``metrics._common.PIXELS_PER_CALL`` pixels). Memory is bounded by the chunk; the values
+        ``metrics.frames.PIXELS_PER_CALL`` pixels). Memory is bounded by the chunk; the values
         do not depend on it.
 
     Returns:

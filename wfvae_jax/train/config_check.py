@@ -97,7 +97,7 @@ def _check_frames(model: WFVAEConfig, field: str, t: int) -> None:
         )
 
 
-def _check_resolution(field: str, value: Any) -> None:
+def _check_resolution(model: WFVAEConfig, field: str, value: Any) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -107,13 +107,14 @@ def _check_resolution(field: str, value: Any) -> None:
         sizes = list(value)
     else:
         raise UserError(f"{field} must be an int or (height, width), got {value!r}")
-    bad = [s for s in sizes if s < 8 or s % 8]
+    m = model.spatial_downsample
+    bad = [s for s in sizes if s < m or s % m]
     if bad:
-        near = [max(8, int(round(s / 8)) * 8) for s in sizes]
+        near = [max(m, int(round(s / m)) * m) for s in sizes]
         text = str(near[0]) if len(near) == 1 else f"({near[0]}, {near[1]})"
         raise UserError(
-            f"{field}={value!r} must be a positive multiple of 8 (the model downsamples by 8); "
-            f"nearest valid is {text}",
+            f"{field}={value!r} must be a positive multiple of {m} (the model downsamples by "
+            f"{m}); nearest valid is {text}",
             hint=_set(field, text),
         )
 
@@ -180,7 +181,7 @@ def check_config(
     _positive_int(config, "data.num_frames")
     _positive_int(config, "data.frame_stride")
     _check_frames(model, "data.num_frames", d.num_frames)
-    _check_resolution("data.resolution", d.resolution)
+    _check_resolution(model, "data.resolution", d.resolution)
     batch = _positive_int(config, "data.batch_size")
     unit = math.lcm(num_devices, num_processes)
     if batch % unit:
@@ -212,7 +213,7 @@ def check_config(
         _positive_int(config, "eval.clips_per_video")
         _positive_int(config, "eval.num_png_clips", minimum=0)
         _check_frames(model, "eval.num_frames", e.num_frames)
-        _check_resolution("eval.resolution", e.resolution)
+        _check_resolution(model, "eval.resolution", e.resolution)
 
     from wfvae_jax.losses import LossConfig
     from wfvae_jax.train.state import OptimConfig

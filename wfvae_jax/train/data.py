@@ -1,9 +1,9 @@
 """Training and held-out evaluation data for the train loop.
 
-Held-out clips must never reach training: :class:`FolderSubset` indexes a video folder without
-the evaluation files (and without any files named in ``exclude``, e.g. a re-encoded copy of an
-evaluation video), and :func:`load_eval_clips` reads fixed, center-cropped windows of the
-evaluation files.
+Held-out clips must never reach training: the training source is a ``VideoFolderSource``
+without the evaluation files (its ``exclude``: those and any files named in ``data.exclude``,
+e.g. a re-encoded copy of an evaluation video), and :func:`load_eval_clips` reads fixed,
+center-cropped windows of the evaluation files.
 
 Data that changes between runs: :func:`data_manifest` is what a checkpoint records about the
 training data (the sorted files with their frame counts, the window span, the data seed, grain's
@@ -13,48 +13,14 @@ worker count and the process count); :func:`data_changes` lists what differs fro
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from wfvae_jax.data import VideoFolderSource, window_span
-from wfvae_jax.io.video import count_frames, read_video
-
-
-class FolderSubset(VideoFolderSource):
-    """A :class:`VideoFolderSource` without the files in ``exclude``.
-
-    Args:
-      root: folder of training videos (searched recursively).
-      exclude: paths (absolute, or relative to ``root``) or base names of files to leave out.
-      min_frames, cache_dir: as :class:`VideoFolderSource`.
-    Raises:
-      ValueError: no usable video remains.
-    """
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        *,
-        exclude: Sequence[str] = (),
-        min_frames: int = 1,
-        cache_dir: str | os.PathLike | None = None,
-    ):
-        super().__init__(root, min_frames=min_frames, cache_dir=cache_dir)
-        real = {os.path.realpath(os.path.join(self.root, e)) for e in exclude}
-        names = {os.path.basename(e) for e in exclude}
-        keep = [
-            i
-            for i, p in enumerate(self.paths)
-            if os.path.realpath(p) not in real and os.path.basename(p) not in names
-        ]
-        self.excluded = [self.paths[i] for i in range(len(self.paths)) if i not in keep]
-        self.paths = [self.paths[i] for i in keep]
-        self.frames = [self.frames[i] for i in keep]
-        if not self.paths:
-            raise ValueError(f"no training video left under {self.root} after excluding {exclude}")
+from wfvae_jax.data import VideoFiles, VideoFolderSource
+from wfvae_jax.io.clip_spec import ClipSpec
+from wfvae_jax.io.windows import ClipTooShortError
 
 
 def load_eval_clips(
@@ -75,23 +41,23 @@ def load_eval_clips(
     """
     if not files:
         raise ValueError("eval.files is empty: name at least one held-out video")
-    span = window_span(num_frames, frame_stride)
+    spec = ClipSpec(
+        num_frames,
+        frame_stride,
+        0,
+        resolution,
+        "center",
+        multiple=1,
+        clips_per_video=clips_per_video,
+        sampling="evenly_spaced",
+    )
+    source = VideoFiles(None, files)
     clips = []
-    for path in files:
-        total = count_frames(path)
-        if total < span:
-            raise ValueError(f"{path}: {total} frames, fewer than one eval window ({span})")
-        for start in np.linspace(0, total - span, clips_per_video).round().astype(int):
-            clips.append(
-                read_video(
-                    path,
-                    num_frames,
-                    frame_stride=frame_stride,
-                    start=int(start),
-                    resolution=resolution,
-                    crop="center",
-                )
-            )
+    for i in range(len(source)):
+        try:
+            clips += source.read(i, spec).clips
+        except ClipTooShortError as e:
+            raise ValueError(f"{source.where(i)}: {e}; fewer than one eval window") from e
     return np.stack(clips)
 
 

@@ -15,31 +15,24 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
 import wfvae_jax
-from wfvae_jax.data import make_video_dataset, window_span
-from wfvae_jax.errors import UserError
+from wfvae_jax.data import VideoFolderSource, make_video_dataset, window_span
+from wfvae_jax.inference.sharding import make_mesh
 from wfvae_jax.io import checkpoint as layout
-from wfvae_jax.io.video import abs_error_frames, save_strip_png
 from wfvae_jax.lc import LCSettings
 from wfvae_jax.losses import LossConfig, is_discriminator_step
-from wfvae_jax.metrics import psnr
 from wfvae_jax.train import checkpointing, config_check, writers
 from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.checkpointing import CheckpointWriteError, RunCheckpoints
-from wfvae_jax.train.data import (
-    FolderSubset,
-    data_changes,
-    data_manifest,
-    load_eval_clips,
-    resumed_data_seed,
-)
-from wfvae_jax.train.state import OptimConfig, TrainState
-from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state, build_train_steps
+from wfvae_jax.train.data import load_eval_clips
+from wfvae_jax.train.held_out import evaluate_psnr, save_eval_strip
+from wfvae_jax.train.resume import data_order, initial_state
+from wfvae_jax.train.state import OptimConfig
+from wfvae_jax.train.step import StepConfig, build_train_steps
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +102,11 @@ def _load_lpips(cfg: StepConfig, config: ml_collections.ConfigDict) -> Any:
     return params
 
 
-def _train_source(config: ml_collections.ConfigDict, workdir: str) -> FolderSubset:
+def _train_source(config: ml_collections.ConfigDict, workdir: str) -> VideoFolderSource:
     d = config.data
     span = window_span(d.num_frames, d.frame_stride)
     exclude = [*d.exclude, *config.eval.files]
-    source = FolderSubset(
+    source = VideoFolderSource(
         d.train_dir,
         exclude=exclude,
         min_frames=span,
@@ -128,60 +121,8 @@ def _train_source(config: ml_collections.ConfigDict, workdir: str) -> FolderSubs
     return source
 
 
-def _data_order(
-    config: ml_collections.ConfigDict, source: FolderSubset, ckpt: RunCheckpoints
-) -> tuple[dict[str, Any], bool]:
-    """``(manifest, restore_position)``: the data manifest of this run (its ``seed`` seeds the
-    sampler) and whether the checkpoint's data position applies.
-
-    A new run uses ``config.seed``. A resumed run whose data is as the checkpoint recorded keeps
-    its seed and position. After a change (files added/removed/other frame counts, another
-    window span, seed, worker or process count) it stops with a UserError naming the changes,
-    unless ``data.allow_data_change``: then the order restarts at a fresh epoch over the files
-    as they are now, shuffled with ``resumed_data_seed(seed, step)``.
-    """
-    step = ckpt.latest_step()
-    manifest = data_manifest(
-        source,
-        seed=config.seed,
-        config_seed=config.seed,
-        worker_count=config.data.worker_count,
-        processes=jax.process_count(),
-    )
-    if step is None:
-        return manifest, False
-    old = ckpt.read_meta(step).get("data")
-    if old is None:  # a checkpoint from before data manifests: grain validates the position
-        return manifest, True
-    changes = data_changes(old, manifest)
-    if not changes:
-        return {**manifest, "seed": old["seed"]}, True
-    summary = "; ".join(changes)
-    if not config.data.allow_data_change:
-        raise UserError(
-            f"the training data changed since the checkpoint of step {step} in {ckpt.directory}: "
-            f"{summary}",
-            hint="rerun with --config.data.allow_data_change=True to continue with the files as "
-            "they are now (the data order restarts with a new shuffle; docs/training.md), or "
-            "put the files back",
-        )
-    seed = resumed_data_seed(config.seed, step)
-    logger.warning(
-        "the training data changed since step %d: %s. data.allow_data_change=True: continuing "
-        "with %d videos; the data order restarts at a new epoch shuffled with seed %d = "
-        "resumed_data_seed(seed=%d, step=%d)",
-        step,
-        summary,
-        len(source),
-        seed,
-        config.seed,
-        step,
-    )
-    return {**manifest, "seed": seed}, False
-
-
 def _train_iterator(
-    config: ml_collections.ConfigDict, source: FolderSubset, local_batch: int, seed: int
+    config: ml_collections.ConfigDict, source: VideoFolderSource, local_batch: int, seed: int
 ):
     d = config.data
     return make_video_dataset(
@@ -198,52 +139,7 @@ def _train_iterator(
     )
 
 
-def _initial_state(
-    config: ml_collections.ConfigDict,
-    steps: TrainSteps,
-    ckpt: RunCheckpoints,
-    data_iterator: Any,
-) -> TrainState:
-    if ckpt.latest_step() is not None:
-        # Restore straight into the target shardings; no need to initialise first.
-        target = jax.tree.map(
-            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-            abstract_state(step_config(config)),
-            steps.state_sharding,
-        )
-        try:
-            restored = ckpt.restore_latest(target, data_iterator)
-        except ValueError as e:
-            if "does not match" not in str(e):
-                raise
-            # Only checkpoints written before data manifests get here (grain's own check).
-            raise UserError(
-                f"the checkpoint in {ckpt.directory} was saved with other training data or data "
-                f"settings (data.train_dir files, data.num_frames, data.worker_count, process "
-                f"count) than this run's",
-                hint="rerun with --config.data.allow_data_change=True to continue with a new "
-                "data order, or restore the files and settings",
-            ) from None
-        logger.info("resumed from %s at step %d", ckpt.directory, int(restored.step))
-        return restored
-    state = steps.init(jax.random.key_data(jax.random.key(config.seed)))
-    if config.init_from:
-        sh = steps.state_sharding
-        if layout.is_export_dir(config.init_from):
-            params, _ = wfvae_jax.load_pretrained(config.init_from)
-            # Through host numpy, as before load_pretrained returned device arrays: a
-            # multi-process sharding is placed from host data on every process.
-            params = jax.device_put(jax.tree.map(np.asarray, params), sh.params)
-            # A fresh AdamW state does not depend on the parameter values.
-            state = state.replace(params=params, ema_params=params)
-        else:
-            params, ema, opt_state = checkpointing.load_generator(config.init_from, state)
-            state = state.replace(params=params, ema_params=ema, opt_state=opt_state)
-        logger.info("initialised the generator from %s (fresh discriminator)", config.init_from)
-    return state
-
-
-def _count_failed_reads(source: FolderSubset, keys: Any) -> None:
+def _count_failed_reads(source: VideoFolderSource, keys: Any) -> None:
     """Counts the files that failed to read in this batch (``SampleClip`` replaced them) as
     unreadable, as the scan counts the files it finds bad."""
     if keys is None:
@@ -253,35 +149,6 @@ def _count_failed_reads(source: FolderSubset, keys: Any) -> None:
             path = source.paths[int(key)]
             why = "file deleted" if not os.path.exists(path) else "read or decode failed"
             source.mark_unreadable(int(key), why)
-
-
-def _evaluate(
-    steps: TrainSteps, state: TrainState, clips: np.ndarray, batch_size: int
-) -> tuple[dict[str, float], np.ndarray]:
-    """Held-out PSNR (dB, mean over frames and clips) of the raw and EMA weights."""
-    results, ema_recon = {}, None
-    for name, params in (("ema", state.ema_params), ("raw", state.params)):
-        recon = []
-        for i in range(0, len(clips), batch_size):
-            x = jax.device_put(jnp.asarray(clips[i : i + batch_size]), steps.replicated)
-            recon.append(np.asarray(steps.reconstruct(params, x)))
-        recon = np.concatenate(recon)
-        results[f"eval/psnr_{name}"] = float(np.mean(np.asarray(psnr(clips, recon))))
-        if name == "ema":
-            ema_recon = recon
-    return results, ema_recon
-
-
-def _save_strip(path: str, clips: np.ndarray, recon: np.ndarray, count: int) -> np.ndarray:
-    rows, labels = [], []
-    for i in range(min(count, len(clips))):
-        rows += [clips[i], recon[i], abs_error_frames(clips[i], recon[i], gain=4.0)]
-        labels += [f"input {i}", f"EMA rec {i}", "|err| x4"]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    save_strip_png(path, rows, labels, num_samples=clips.shape[1])
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"))
 
 
 class _MetricBuffer:
@@ -347,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     lpips_params = _load_lpips(cfg, config)
 
     # ---- mesh and data ----
-    mesh = mesh_lib.make_mesh(config.mesh.fsdp)
+    mesh = make_mesh(fsdp=config.mesh.fsdp)
     local_batch = config.data.batch_size // jax.process_count()
     source = _train_source(config, workdir)
     ckpt = RunCheckpoints(workdir, max_to_keep=config.keep_checkpoints)
@@ -362,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) -> dict:
     is_main = jax.process_index() == 0
-    data_meta, restore_position = _data_order(config, source, ckpt)
+    data_meta, restore_position = data_order(config, source, ckpt)
     data_iterator = _train_iterator(config, source, local_batch, data_meta["seed"])
     clips = None
     if config.eval.every_steps > 0:
@@ -376,7 +243,7 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
 
     # ---- model, state and steps ----
     steps = build_train_steps(cfg, mesh, config.mesh.parallelism)
-    state = _initial_state(config, steps, ckpt, data_iterator if restore_position else None)
+    state = initial_state(config, cfg, steps, ckpt, data_iterator if restore_position else None)
     if lpips_params is not None:
         lpips_params = jax.device_put(lpips_params, steps.replicated)
     writer = writers.create_default_writer(workdir, just_logging=not is_main)
@@ -414,11 +281,11 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
         progress = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", unit="step")
 
     def run_eval() -> None:
-        results, recon = _evaluate(steps, state, clips, config.eval.batch_size)
+        results, recon = evaluate_psnr(steps, state, clips, config.eval.batch_size)
         history["eval"].append({"step": step, **results})
         if is_main:
             png = os.path.join(workdir, "samples", f"step_{step:07d}.png")
-            strip = _save_strip(png, clips, recon, config.eval.num_png_clips)
+            strip = save_eval_strip(png, clips, recon, config.eval.num_png_clips)
             history["samples"].append(png)
             writer.write_scalars(step, results)
             writer.write_images(step, {"eval/reconstruction": strip[None]})

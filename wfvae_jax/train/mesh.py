@@ -1,6 +1,8 @@
-"""Device mesh and shardings for training: data parallelism, optionally FSDP-sharded state.
+"""Shardings of the training state and batches on the one device mesh
+(``wfvae_jax.inference.sharding.make_mesh(fsdp=F)``): data parallelism, optionally FSDP-sharded
+state.
 
-The mesh has two axes, ``("data", "fsdp")``. A batch is split over both (every device gets
+A batch is split over the batch axes ``("data", "fsdp")`` (every device gets
 ``global_batch / num_devices`` videos). Parameters, EMA parameters and optimizer moments are
 replicated when ``fsdp == 1`` (plain data parallelism); with ``fsdp > 1`` each large array is split
 along its largest dimension divisible by ``fsdp`` over the ``"fsdp"`` axis (ZeRO-3 / FSDP style:
@@ -17,36 +19,16 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-DATA_AXES = ("data", "fsdp")
+from wfvae_jax.inference.sharding import BATCH_AXES
+
 # Arrays smaller than this stay replicated under FSDP: splitting them saves nothing measurable
 # and costs a collective per use.
 FSDP_MIN_SIZE = 2**14
 
 
-def make_mesh(fsdp: int = 1, devices: list | None = None) -> Mesh:
-    """A ``(num_devices / fsdp, fsdp)`` mesh with axes ``("data", "fsdp")`` over all devices.
-
-    Args:
-      fsdp: devices that share one copy of the training state (1 = replicate it everywhere).
-      devices: the devices to use (default ``jax.devices()``, i.e. every process's devices).
-    Raises:
-      ValueError: ``fsdp`` does not divide the device count.
-    """
-    devices = list(jax.devices() if devices is None else devices)
-    if fsdp < 1 or len(devices) % fsdp:
-        raise ValueError(f"mesh.fsdp={fsdp} must be >= 1 and divide the {len(devices)} devices")
-    grid = np.asarray(devices, dtype=object).reshape(len(devices) // fsdp, fsdp)
-    return Mesh(grid, DATA_AXES)
-
-
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over every device of ``mesh``."""
-    return NamedSharding(mesh, P(DATA_AXES))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    """The whole array on every device."""
-    return NamedSharding(mesh, P())
+    """Leading (batch) axis split over the batch axes, i.e. every device of a training mesh."""
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = FSDP_MIN_SIZE) -> P:

@@ -41,6 +41,7 @@ from wfvae_jax.core.config import WFVAEConfig
 from wfvae_jax.core.model import WFVAE
 from wfvae_jax.inference.api import DTYPES, parse_dtype
 from wfvae_jax.inference.api import reconstruct as api_reconstruct
+from wfvae_jax.inference.sharding import BATCH_AXES, replicated
 from wfvae_jax.lc import LCVAE, LCSettings
 from wfvae_jax.losses import (
     GeneratorOutputs,
@@ -360,7 +361,7 @@ def build_train_steps(cfg: StepConfig, mesh: Mesh, parallelism: str = "gspmd") -
     """
     if parallelism not in PARALLELISMS:
         raise ValueError(f"parallelism must be one of {PARALLELISMS}, got {parallelism!r}")
-    repl = mesh_lib.replicated(mesh)
+    repl = replicated(mesh)
     batch_sh = mesh_lib.batch_sharding(mesh)
     if parallelism == "gspmd":
         state_sh = mesh_lib.state_shardings(mesh, abstract_state(cfg))
@@ -376,9 +377,9 @@ def build_train_steps(cfg: StepConfig, mesh: Mesh, parallelism: str = "gspmd") -
             # gradient of the replicated parameters (and of the adaptive weight's last-layer
             # gradients) behind our back; here the one reduction is the explicit pmean.
             body = jax.shard_map(
-                functools.partial(update, cfg=cfg, axis_name=mesh_lib.DATA_AXES),
+                functools.partial(update, cfg=cfg, axis_name=BATCH_AXES),
                 mesh=mesh,
-                in_specs=(P(), P(mesh_lib.DATA_AXES), P()),
+                in_specs=(P(), P(BATCH_AXES), P()),
                 out_specs=(P(), P()),
                 check_vma=False,
             )

@@ -25,8 +25,8 @@ import numpy as np
 
 from wfvae_jax.lc.transforms import (
     DEFAULT_LEVELS,
-    _check_mask,
     band_names,
+    check_mask,
     num_channels,
     temporal_path,
 )
@@ -192,7 +192,7 @@ def pack(coeffs: jnp.ndarray, mask: np.ndarray) -> jnp.ndarray:
     The compact latent LC-VAE's diffusion model works on; :func:`unpack` zero-pads it back.
     """
     idx = np.flatnonzero(np.asarray(mask))
-    _check_mask(np.asarray(mask), coeffs.shape[-1])
+    check_mask(np.asarray(mask), coeffs.shape[-1])
     return coeffs[..., idx]
 
 

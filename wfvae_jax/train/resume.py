@@ -1,0 +1,136 @@
+"""Where a training run starts: its data order and its initial state.
+
+A new run starts from ``config.seed`` (and ``config.init_from``'s generator, if set); a resumed
+run from its latest checkpoint, with the data order it recorded, unless the training data
+changed (:func:`data_order`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+import wfvae_jax
+from wfvae_jax.data import VideoFolderSource
+from wfvae_jax.errors import UserError
+from wfvae_jax.io import checkpoint as layout
+from wfvae_jax.train import checkpointing
+from wfvae_jax.train.checkpointing import RunCheckpoints
+from wfvae_jax.train.data import data_changes, data_manifest, resumed_data_seed
+from wfvae_jax.train.state import TrainState
+from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state
+
+logger = logging.getLogger(__name__)
+
+
+def data_order(
+    config: ml_collections.ConfigDict, source: VideoFolderSource, ckpt: RunCheckpoints
+) -> tuple[dict[str, Any], bool]:
+    """``(manifest, restore_position)``: the data manifest of this run (its ``seed`` seeds the
+    sampler) and whether the checkpoint's data position applies.
+
+    A new run uses ``config.seed``. A resumed run whose data is as the checkpoint recorded keeps
+    its seed and position. After a change (files added/removed/other frame counts, another
+    window span, seed, worker or process count) it stops with a UserError naming the changes,
+    unless ``data.allow_data_change``: then the order restarts at a fresh epoch over the files
+    as they are now, shuffled with ``resumed_data_seed(seed, step)``.
+    """
+    step = ckpt.latest_step()
+    manifest = data_manifest(
+        source,
+        seed=config.seed,
+        config_seed=config.seed,
+        worker_count=config.data.worker_count,
+        processes=jax.process_count(),
+    )
+    if step is None:
+        return manifest, False
+    old = ckpt.read_meta(step).get("data")
+    if old is None:  # a checkpoint from before data manifests: grain validates the position
+        return manifest, True
+    changes = data_changes(old, manifest)
+    if not changes:
+        return {**manifest, "seed": old["seed"]}, True
+    summary = "; ".join(changes)
+    if not config.data.allow_data_change:
+        raise UserError(
+            f"the training data changed since the checkpoint of step {step} in {ckpt.directory}: "
+            f"{summary}",
+            hint="rerun with --config.data.allow_data_change=True to continue with the files as "
+            "they are now (the data order restarts with a new shuffle; docs/training.md), or "
+            "put the files back",
+        )
+    seed = resumed_data_seed(config.seed, step)
+    logger.warning(
+        "the training data changed since step %d: %s. data.allow_data_change=True: continuing "
+        "with %d videos; the data order restarts at a new epoch shuffled with seed %d = "
+        "resumed_data_seed(seed=%d, step=%d)",
+        step,
+        summary,
+        len(source),
+        seed,
+        config.seed,
+        step,
+    )
+    return {**manifest, "seed": seed}, False
+
+
+def initial_state(
+    config: ml_collections.ConfigDict,
+    cfg: StepConfig,
+    steps: TrainSteps,
+    ckpt: RunCheckpoints,
+    data_iterator: Any,
+) -> TrainState:
+    """The state a run starts from, placed in ``steps.state_sharding``.
+
+    The latest checkpoint in ``ckpt`` (restoring ``data_iterator``'s position too, unless it is
+    ``None``), else a fresh state from ``config.seed`` whose generator is ``config.init_from``'s
+    when set (an EXPORT, or a training checkpoint: ``checkpointing.load_generator``; the
+    discriminator stays fresh).
+
+    Raises:
+      UserError: a checkpoint written before data manifests whose data position does not match
+        this run's data.
+    """
+    if ckpt.latest_step() is not None:
+        # Restore straight into the target shardings; no need to initialise first.
+        target = jax.tree.map(
+            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+            abstract_state(cfg),
+            steps.state_sharding,
+        )
+        try:
+            restored = ckpt.restore_latest(target, data_iterator)
+        except ValueError as e:
+            if "does not match" not in str(e):
+                raise
+            # Only checkpoints written before data manifests get here (grain's own check).
+            raise UserError(
+                f"the checkpoint in {ckpt.directory} was saved with other training data or data "
+                f"settings (data.train_dir files, data.num_frames, data.worker_count, process "
+                f"count) than this run's",
+                hint="rerun with --config.data.allow_data_change=True to continue with a new "
+                "data order, or restore the files and settings",
+            ) from None
+        logger.info("resumed from %s at step %d", ckpt.directory, int(restored.step))
+        return restored
+    state = steps.init(jax.random.key_data(jax.random.key(config.seed)))
+    if config.init_from:
+        sh = steps.state_sharding
+        if layout.is_export_dir(config.init_from):
+            params, _ = wfvae_jax.load_pretrained(config.init_from)
+            # Through host numpy, as before load_pretrained returned device arrays: a
+            # multi-process sharding is placed from host data on every process.
+            params = jax.device_put(jax.tree.map(np.asarray, params), sh.params)
+            # A fresh AdamW state does not depend on the parameter values.
+            state = state.replace(params=params, ema_params=params)
+        else:
+            params, ema, opt_state = checkpointing.load_generator(config.init_from, state)
+            state = state.replace(params=params, ema_params=ema, opt_state=opt_state)
+        logger.info("initialised the generator from %s (fresh discriminator)", config.init_from)
+    return state
