@@ -312,7 +312,8 @@ def prepare_data(args: argparse.Namespace) -> tuple[str, str]:
     """Training windows and held-out clips as ``.npy`` (float32 NTHWC in [-1, 1])."""
     import numpy as np
 
-    from wfvae_jax.io.video import count_frames, read_video
+    from wfvae_jax.io.decode import count_frames
+    from wfvae_jax.io.windows import read_video
 
     tag = f"T{args.frames}_S{args.size}"
     windows_path = os.path.join(args.workdir, f"windows_{tag}.npy")

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wfvae_jax.core.layers import conv_nd
+from wfvae_jax.core.conv import conv_nd
 
 # weights_init (discriminator.py:7-13): conv weights ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02),
 # BatchNorm bias = 0. Conv biases are not touched there and keep PyTorch's default init.
@@ -118,7 +118,7 @@ def discriminator_conv(
       taps of a shifted input times that tap's ``(Cin, Cout)`` matrix. XLA's convolution runs
       0.2-2 GFLOP/s on 1-2 pixel maps; at a 32x32 input the 512-channel layer's forward and
       backward take 2.3 s as conv3d, 0.37 s so.
-    - larger maps: zero time padding, then :func:`wfvae_jax.core.layers.conv_nd` (``k_t`` 2D
+    - larger maps: zero time padding, then :func:`wfvae_jax.core.conv.conv_nd` (``k_t`` 2D
       convolutions over time-shifted frames, as WF-VAE's own layers). XLA:CPU's conv3d
       backward is slow: the first layer at 25x256x256 takes 121 s forward and backward, 2.6 s
       so; the second 40 s against 8.4 s.
