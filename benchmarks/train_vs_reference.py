@@ -41,6 +41,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -76,7 +77,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4, help="both AdamWs (train_ddp.py: 1e-5)")
     p.add_argument("--eval_every", type=int, default=25)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--disc_ndf", type=int, default=64, help="discriminator width (the reference's: 64)"
+    )
+    p.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run both sides at once (halves the wall time; each side's step times then include "
+        "the other's load)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads (on a CPU other jobs share, 1 avoids OpenMP oversubscription)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", type=int, default=3, help="first steps of each kind not timed")
     p.add_argument("--workdir", default=os.path.join("/tmp", "wfvae_train_vs_reference"))
@@ -172,6 +187,7 @@ def reference_worker(spec: dict[str, Any]) -> dict[str, Any]:
         loss_kwargs=loss_kwargs(),
         lpips_heads=spec["lpips_heads"],
         lr=spec["lr"],
+        disc_ndf=spec["disc_ndf"],
         seed=spec["seed"],
     )
     save_file(
@@ -213,6 +229,9 @@ def ours_worker(spec: dict[str, Any]) -> dict[str, Any]:
         replay_draws,
     )
 
+    # A rerun (same settings) skips recompiling: XLA's persistent cache in the workdir.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(spec["workdir"], "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     config = WFVAEConfig.from_dict(spec["config"])
     cfg = StepConfig(
         model=config,
@@ -533,8 +552,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         eval_every=args.eval_every,
         threads=args.threads,
+        workdir=os.path.abspath(args.workdir),
         config=get_config(args.model).to_dict(),
-        disc_ndf=64,
+        disc_ndf=args.disc_ndf,
         disc_num_layers=4,
         windows=windows,
         heldout=heldout,
@@ -543,7 +563,8 @@ def main(argv: list[str] | None = None) -> None:
         lpips_heads=os.path.join(lpips.WEIGHTS_DIR, "lpips_v0.1_vgg_linear_heads.safetensors"),
         reference=os.path.abspath(args.reference),
     )
-    sides = {}
+    sides: dict[str, Any] = {}
+    todo = []
     for side, python in (("reference", args.torch_python), ("ours", sys.executable)):
         saved = os.path.join(args.workdir, f"{side}.json")
         side_spec = dict(spec, side=side, recon_dir=os.path.join(args.workdir, f"recon_{side}"))
@@ -554,10 +575,33 @@ def main(argv: list[str] | None = None) -> None:
                 raise RuntimeError(f"{saved} was run with other settings; drop --reuse")
             log(f"{side}: reusing {saved}")
             continue
+        todo.append((side, python, side_spec, saved))
+    if any(side == "reference" for side, *_ in todo):
+        for path in (spec["init_gen"], spec["init_disc"]):  # the reference worker rewrites them
+            if os.path.exists(path):
+                os.remove(path)
+
+    def run_side(side, python, side_spec, saved):
         log(f"{side}: {args.steps} steps ...")
         sides[side] = dict(run_worker(python, side, side_spec, args.timeout), spec=side_spec)
         with open(saved, "w") as f:
             json.dump(sides[side], f)
+
+    if args.parallel and len(todo) == 2:
+        # Ours starts once the reference worker has written the initial weights.
+        ref = threading.Thread(target=run_side, args=todo[0])
+        ref.start()
+        while not all(os.path.exists(p) for p in (spec["init_gen"], spec["init_disc"])):
+            if not ref.is_alive():
+                raise RuntimeError("the reference worker stopped before writing the weights")
+            time.sleep(2)
+        run_side(*todo[1])
+        ref.join()
+        if "reference" not in sides:
+            raise RuntimeError("the reference worker failed; its stderr is above")
+    else:
+        for item in todo:
+            run_side(*item)
     if sides["reference"]["draw_checksums"] != sides["ours"]["draw_checksums"]:
         raise RuntimeError("the two workers drew different noise (NumPy versions differ?)")
     result = summarise(args, spec, sides, heldout)
