@@ -123,8 +123,14 @@ def step_config(model: WFVAEConfig, ndf: int = NDF) -> StepConfig:
 
 @pytest.fixture(scope="module")
 def fresh_state():
+    """A state of this run's shapes (zeros: traced, not compiled) and its shardings."""
     cfg = step_config(WFVAEConfig.from_json(CONFIG))
-    state = create_train_state(cfg.model, cfg.loss, cfg.optim, disc_ndf=NDF, rng=jax.random.key(0))
+    abstract = jax.eval_shape(
+        lambda: create_train_state(
+            cfg.model, cfg.loss, cfg.optim, disc_ndf=NDF, rng=jax.random.key(0)
+        )
+    )
+    state = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract)
     return cfg, state, jax.tree.map(lambda a: a.sharding, state)
 
 
@@ -143,9 +149,8 @@ def test_init_from_reference_ckpt_takes_generator_and_discriminator(fresh_state,
         np.testing.assert_array_equal(v, expected["disc"][k], err_msg=k)
     # the BatchNorm statistics the reference's one step left are carried (not 0 and 1)
     assert np.abs(got["main.3.running_mean"]).max() > 0
-    # fresh AdamW states, same structure
-    assert jax.tree.structure(new.opt_state) == jax.tree.structure(state.opt_state)
-    assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(new.opt_state)[1:])
+    # the optimizer states are the fresh ones it was given
+    assert new.opt_state is state.opt_state and new.disc_opt_state is state.disc_opt_state
 
 
 def test_init_from_reference_ckpt_names_what_does_not_fit(fresh_state):
