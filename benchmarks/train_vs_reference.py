@@ -28,8 +28,8 @@ the initial weights), with ``--threads`` torch threads; ours uses XLA's default 
 Step times are wall clock per step (ours: ``block_until_ready``); "warm" is the median over the
 steps after the first ``--skip`` of each kind (ours: compilation is in the first ones).
 
-Writes ``--out`` (JSON: settings, per-step losses and times of both, evaluations, summary) and a
-PNG next to it (loss curves, per-step relative difference, held-out PSNR), and prints a table.
+Writes ``--out`` (JSON: settings, per-step losses and times of both, evaluations, summary) and
+``--png`` (loss curves, per-step relative difference, held-out PSNR), and prints a table.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]  # this checkout's wfvae_jax, and reference_trainer
 RESULT_TAG = "@@TRAIN_VS_REFERENCE@@ "
 DEFAULT_OUT = os.path.join(HERE, "results", "train_vs_reference.json")
+DEFAULT_PNG = os.path.join(REPO, "docs", "images", "train_vs_reference.png")
 # Held out: carphone (its re-encoded copy carphone_distorted.mp4 is not trained on either).
 TRAIN_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "tree.avi")
 HELDOUT = (
@@ -96,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", type=int, default=3, help="first steps of each kind not timed")
     p.add_argument("--workdir", default=os.path.join("/tmp", "wfvae_train_vs_reference"))
     p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--png", default=DEFAULT_PNG, help="the plot")
     p.add_argument("--timeout", type=float, default=4 * 3600.0, help="per worker, seconds")
     p.add_argument("--from_json", help="reprint and redraw a saved result")
     p.add_argument(
@@ -536,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.from_json) as f:
             result = json.load(f)
         print_table(result)
-        plot(result, os.path.splitext(args.from_json)[0] + ".png")
+        plot(result, args.png)
         return
     from wfvae_jax.core.config import get_config
     from wfvae_jax.metrics import lpips
@@ -615,9 +617,8 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print_table(result)
-    png = os.path.splitext(args.out)[0] + ".png"
-    plot(result, png)
-    log(f"wrote {args.out} and {png}")
+    plot(result, args.png)
+    log(f"wrote {args.out} and {args.png}")
 
 
 if __name__ == "__main__":

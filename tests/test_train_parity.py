@@ -199,18 +199,21 @@ def test_generator_loss_terms_on_reference_tensors(tiny, vectors, lpips_params):
         config=cfg.loss,
         lpips_fn=lpips_fn,
     )
-    check_terms(logs, log, GEN_TERMS + ("disc_factor",))
+    errs = check_terms(logs, log, GEN_TERMS + ("disc_factor",))
     frames = video.shape[0] * video.shape[1]
     got = lpips_fn(
         video.reshape(frames, 32, 32, 3), outputs.reconstruction.reshape(frames, 32, 32, 3)
     )
     np.testing.assert_allclose(np.asarray(got), log["lpips"], rtol=LOSS_RTOL, atol=1e-7)
+    errs["lpips_per_frame"] = float(np.max(np.abs(np.asarray(got) / np.asarray(log["lpips"]) - 1)))
     # The adaptive weight of step 2 from the reference's last-layer gradient norms (Eq. 7).
     post = meta["steps"][2]
     w = adaptive_weight(
         jnp.asarray(post["nll_grad_norm"]), jnp.asarray(post["g_grad_norm"]), disc_weight=0.5
     )
     np.testing.assert_allclose(float(w), post["d_weight"], rtol=LOSS_RTOL)
+    errs["d_weight_step2"] = abs(float(w) / post["d_weight"] - 1)
+    print(json.dumps(errs))
 
 
 def test_discriminator_step_on_reference_tensors(vectors):
@@ -236,8 +239,9 @@ def test_discriminator_step_on_reference_tensors(vectors):
         return discriminator_loss(*logits, global_step=1, config=cfg)
 
     (_, logs), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, masks_of(d, 1))
-    check_terms(logs, log, DISC_TERMS)
+    term_errs = check_terms(logs, log, DISC_TERMS)
     np.testing.assert_allclose(float(optax.tree.norm(grads)), log["grad_norm"], rtol=LOSS_RTOL)
+    term_errs["grad_norm"] = abs(float(optax.tree.norm(grads)) / log["grad_norm"] - 1)
     tx = make_optimizer(OptimConfig(learning_rate=meta["lr"], weight_decay=meta["weight_decay"]))
     updates, _ = tx.update(grads, tx.init(params), params)
     after = optax.apply_updates(params, updates)
@@ -248,7 +252,7 @@ def test_discriminator_step_on_reference_tensors(vectors):
     delta = {k: got[k].astype(np.float64) - before[k] for k in got}
     noise = noise_floor(_disc_torch(grads, stats, meta))
     errs = check_update(delta, reference_update(d, meta, 1, "disc_keys"), noise, meta["lr"])
-    print(errs)
+    print(json.dumps(dict(term_errs, params=errs)))
 
 
 def test_adamw_and_ema_match_torch_where_float32_resolves_them(vectors):
