@@ -20,9 +20,11 @@ few elements with ``|g|`` four orders below their tensor's RMS) the two implemen
 ``+-lr`` by the sign of their noise. Such elements (:func:`noise_floor`) may differ by up to
 ``2 lr``; they must be under 1e-3 of all.
 
-The fast tests run our losses and our discriminator step on the reference's own forward-pass
-tensors; the slow test runs ``generator_update``/``discriminator_update`` end to end (its
-compilation takes minutes on a 2-core CPU).
+The fast tests check the loss reductions and weights on the reference's own step-0 tensors and
+per-frame LPIPS, AdamW and the EMA on a probe, and the replayed draws. The slow tests run our
+LPIPS (VGG16) on those tensors, our discriminator and its AdamW step on the reference's step-1
+inputs, and ``generator_update``/``discriminator_update`` end to end for the four steps (each
+compiles for minutes on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -177,16 +179,42 @@ GEN_TERMS = ("total_loss", "nll_loss", "rec_loss", "kl_loss", "wl_loss", "d_weig
 DISC_TERMS = ("disc_loss", "logits_real", "logits_fake")
 
 
+def _step0_outputs(d) -> GeneratorOutputs:
+    taps = tuple(channels_last(d[f"s0/{k}"]) for k in ("enc_l1", "dec_l1", "enc_l2", "dec_l2"))
+    return GeneratorOutputs(
+        channels_last(d["s0/recon"]), channels_last(d["s0/mean"]), channels_last(d["s0/logvar"]),
+        taps,
+    )  # fmt: skip
+
+
+def test_generator_loss_terms_given_the_reference_lpips(tiny, vectors):
+    """The fast variant of the next test: our loss terms from the reference's step-0 tensors and
+    its per-frame LPIPS values (no VGG16 to compile); checks every reduction and weight."""
+    d, meta = vectors
+    log = meta["steps"][0]
+    cfg = step_config(tiny[1], meta)
+    per_frame = jnp.asarray(log["lpips"], jnp.float32)
+    _, logs = jax.jit(
+        lambda video, outputs: generator_loss(
+            video,
+            outputs,
+            jnp.asarray(log["logits"]),
+            d_weight=0.0,
+            global_step=0,
+            config=cfg.loss,
+            lpips_fn=lambda x, y: per_frame,
+        )
+    )(channels_last(d["video"]), _step0_outputs(d))
+    print(json.dumps(check_terms(logs, log, GEN_TERMS + ("disc_factor",))))
+
+
+@pytest.mark.slow
 def test_generator_loss_terms_on_reference_tensors(tiny, vectors, lpips_params):
     """Our loss functions on the reference's step-0 forward pass give its logged terms."""
     d, meta = vectors
     log = meta["steps"][0]
     cfg = step_config(tiny[1], meta)
-    taps = tuple(channels_last(d[f"s0/{k}"]) for k in ("enc_l1", "dec_l1", "enc_l2", "dec_l2"))
-    outputs = GeneratorOutputs(
-        channels_last(d["s0/recon"]), channels_last(d["s0/mean"]), channels_last(d["s0/logvar"]),
-        taps,
-    )  # fmt: skip
+    outputs = _step0_outputs(d)
     module = lpips.LPIPS(net="vgg")
     lpips_fn = jax.jit(lambda x, y: module.apply({"params": lpips_params}, x, y))
     video = channels_last(d["video"])
@@ -216,6 +244,7 @@ def test_generator_loss_terms_on_reference_tensors(tiny, vectors, lpips_params):
     print(json.dumps(errs))
 
 
+@pytest.mark.slow
 def test_discriminator_step_on_reference_tensors(vectors):
     """Our discriminator, hinge loss and AdamW step on the reference's step-1 inputs."""
     d, meta = vectors
