@@ -355,6 +355,24 @@ def torch_state_dict_to_params(
     return unflatten_dict(out)
 
 
+def describe_filled(filled: list[str]) -> str:
+    """The line telling a user which parameters came from ``state_dict.gen_model`` because the
+    EMA lacked them (``torch_files.generator_entry``'s ``filled``); ``""`` when only the fixed
+    Haar kernels did (every EMA lacks those: they are not trained)."""
+    params = [k for k in filled if not _WAVELET_KEY.match(k)]
+    if not params:
+        return ""
+    groups: dict[str, int] = {}
+    for key in params:
+        top = key.split(".", 1)[0]
+        groups[top] = groups.get(top, 0) + 1
+    parts = ", ".join(f"{top}.* ({n})" for top, n in groups.items())
+    return (
+        f"ema_state_dict lacks {len(params)} parameters (not trained in that run, e.g. "
+        f"--freeze_encoder); taken from state_dict.gen_model: {parts}; first: {params[0]}"
+    )
+
+
 def _read_state_dict(
     files: checkpoint.ReferenceFiles, use_ema: bool, report: Report
 ) -> dict[str, np.ndarray]:
@@ -364,8 +382,12 @@ def _read_state_dict(
     weights = files.weights
     if weights.suffix.lower() in torch_files.TORCH_SUFFIXES:
         obj = load_torch_pickle(weights, widen_bfloat16=False)
-        where, sd = torch_files.generator_entry(obj, use_ema=use_ema)
-        report(f"weights: {weights} ({where})")
+        entry = torch_files.generator_entry(obj, use_ema=use_ema)
+        sd = entry.state_dict
+        report(f"weights: {weights} ({entry.source})")
+        filled = describe_filled(entry.filled)
+        if filled:
+            report(filled)
     else:
         sd = torch_files.load_state_dict(weights, widen_bfloat16=False)
         report(f"weights: {weights}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,9 +53,10 @@ def select_generator_state_dict(obj: Any, use_ema: bool = True) -> dict[str, np.
 
     1. if ``use_ema`` and ``obj["ema_state_dict"]`` exists and is non-empty, use it with every
        ``"module."`` removed from the keys (the reference uses ``str.replace``; the EMA shadow
-       was taken from the DDP-wrapped model). The EMA shadow holds only trainable parameters, so
-       frozen ones (e.g. the wavelet filters) are absent, as with the reference's
-       ``strict=False`` load;
+       was taken from the DDP-wrapped model). The EMA shadow holds only trainable parameters;
+       the others (the wavelet filters, a ``--freeze_encoder`` run's encoder) are taken from
+       ``state_dict["gen_model"]`` when the checkpoint has it (:func:`generator_entry`), where
+       the reference's ``strict=False`` load would leave them at their initial values;
     2. elif ``"state_dict"`` in ``obj``: ``obj["state_dict"]["gen_model"]`` if present, else
        ``obj["state_dict"]``;
     3. else ``obj`` itself (a plain state dict, e.g. a torchvision ``.pth``).
@@ -75,18 +76,47 @@ def select_generator_state_dict(obj: Any, use_ema: bool = True) -> dict[str, np.
         ValueError: ``obj`` is not a mapping or the selected entry is not a flat str -> array
             mapping.
     """
-    return dict(generator_entry(obj, use_ema)[1])
+    return generator_entry(obj, use_ema).state_dict
 
 
-def generator_entry(obj: Any, use_ema: bool = True) -> tuple[str, dict[str, np.ndarray]]:
-    """``(where, state_dict)``: :func:`select_generator_state_dict` plus the entry it took
-    (``"ema_state_dict"``, ``"state_dict.gen_model"``, ``"state_dict"``, ``"checkpoint root"``).
+class GeneratorEntry(NamedTuple):
+    """Where a checkpoint's generator weights came from (:func:`generator_entry`).
+
+    ``source``: ``"ema_state_dict"``, ``"state_dict.gen_model"``, ``"state_dict"`` or
+    ``"checkpoint root"``; ``state_dict``: name -> array; ``filled``: the keys (sorted) that
+    ``ema_state_dict`` lacked and ``state_dict.gen_model`` supplied.
+    """
+
+    source: str
+    state_dict: dict[str, np.ndarray]
+    filled: list[str]
+
+
+def generator_entry(obj: Any, use_ema: bool = True) -> GeneratorEntry:
+    """:func:`select_generator_state_dict`'s choice, with the EMA completed from ``gen_model``.
+
+    The reference's EMA shadow holds only parameters that required grad (``EMA.register``,
+    causalvideovae/model/ema_model.py): never the frozen Haar kernels and buffers, and with
+    ``train_ddp.py --freeze_encoder`` none of the encoder. The reference's loader leaves those
+    at their initial values (``load_state_dict(strict=False)``); Open-Sora Plan's
+    ``merge_encoder_and_decoder.py`` copies them in by hand. Here every key of
+    ``state_dict.gen_model`` missing from the EMA is taken from ``gen_model`` (the weights the
+    run trained or kept frozen) and named in ``filled``.
+
+    Raises:
+        ValueError: as :func:`select_generator_state_dict`.
     """
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint root must be a mapping, got {type(obj).__name__}")
     ema = obj.get("ema_state_dict")
+    gen = obj.get("state_dict")
+    gen = gen.get("gen_model") if isinstance(gen, Mapping) else None
+    filled: list[str] = []
     if use_ema and isinstance(ema, Mapping) and len(ema) > 0:
         source, selected = "ema_state_dict", {k.replace("module.", ""): v for k, v in ema.items()}
+        if _is_flat_array_dict(gen):
+            filled = sorted(k for k in gen if k not in selected)
+            selected.update((k, gen[k]) for k in filled)
     elif "state_dict" in obj:
         selected = obj["state_dict"]
         source = "state_dict"
@@ -103,7 +133,42 @@ def generator_entry(obj: Any, use_ema: bool = True) -> tuple[str, dict[str, np.n
         raise ValueError(
             f"{source} is not a flat mapping of parameter name -> tensor (offending: {bad})"
         )
-    return source, dict(selected)
+    return GeneratorEntry(source, dict(selected), filled)
+
+
+def discriminator_entry(obj: Any) -> dict[str, np.ndarray] | None:
+    """The discriminator's state dict of a reference training checkpoint, or None if absent.
+
+    ``train_ddp.py`` saves ``state_dict["dics_model"]`` (sic) as the state dict of the whole
+    ``LPIPSWithDiscriminator3D``: ``discriminator.*`` (the ``NLayerDiscriminator3D``), plus
+    ``logvar`` and the LPIPS network (``perceptual_loss.*``), which are not trained. Returns the
+    ``discriminator.*`` entries with that prefix (and any DDP ``module.``) removed.
+
+    Raises:
+        ValueError: ``dics_model`` exists but holds no ``discriminator.*`` tensors.
+    """
+    sd = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    sd = sd.get("dics_model") if isinstance(sd, Mapping) else None
+    if not isinstance(sd, Mapping) or not sd:
+        return None
+    prefix = "discriminator."
+    out = {}
+    for key, value in sd.items():
+        key = key.removeprefix("module.")
+        if key.startswith(prefix) and isinstance(value, np.ndarray):
+            out[key[len(prefix) :]] = value
+    if not out:
+        raise ValueError(
+            f"state_dict.dics_model holds no {prefix}* tensors (keys: {sorted(sd)[:5]})"
+        )
+    return out
+
+
+def is_torch_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an existing file named like a torch checkpoint (:data:`TORCH_SUFFIXES`),
+    e.g. a reference training checkpoint."""
+    p = Path(path)
+    return p.suffix.lower() in TORCH_SUFFIXES and p.is_file()
 
 
 def reference_weights(directory: str | os.PathLike) -> Path:

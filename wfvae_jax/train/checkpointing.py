@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 
 from wfvae_jax.errors import UserError, debug_enabled
 from wfvae_jax.io import checkpoint as layout
+from wfvae_jax.io.torch_files import is_torch_file
 from wfvae_jax.train.state import TrainState
 
 logger = logging.getLogger(__name__)
@@ -305,11 +306,12 @@ def check_init_from(path: str) -> None:
 
     Never creates anything (a mistyped path must not become an empty workdir).
     """
-    if layout.is_export_dir(path):
+    if layout.is_export_dir(path) or is_torch_file(path):
         return
     hint = (
-        "init_from takes an earlier stage's --workdir (with checkpoints/) or a converted "
-        "checkpoint directory (config.json + params/, wfvae convert)"
+        "init_from takes an earlier stage's --workdir (with checkpoints/), a converted "
+        "checkpoint directory (config.json + params/, wfvae convert) or a reference training "
+        "checkpoint (.ckpt)"
     )
     if not os.path.exists(path):
         raise UserError(f"init_from={path!r} does not exist", hint=hint)

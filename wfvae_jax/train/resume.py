@@ -18,6 +18,9 @@ import wfvae_jax
 from wfvae_jax.data import VideoFolderSource
 from wfvae_jax.errors import UserError
 from wfvae_jax.io import checkpoint as layout
+from wfvae_jax.io import convert, torch_files
+from wfvae_jax.io.torch_zip import load_torch_pickle
+from wfvae_jax.losses import discriminator as disc_lib
 from wfvae_jax.train import checkpointing
 from wfvae_jax.train.checkpointing import RunCheckpoints
 from wfvae_jax.train.data import data_changes, data_manifest, resumed_data_seed
@@ -90,8 +93,9 @@ def initial_state(
 
     The latest checkpoint in ``ckpt`` (restoring ``data_iterator``'s position too, unless it is
     ``None``), else a fresh state from ``config.seed`` whose generator is ``config.init_from``'s
-    when set (an EXPORT, or a training checkpoint: ``checkpointing.load_generator``; the
-    discriminator stays fresh).
+    when set: an EXPORT, or a training checkpoint of ours (``checkpointing.load_generator``; the
+    discriminator stays fresh), or a reference training checkpoint
+    (:func:`reference_training_state`: generator and discriminator).
 
     Raises:
       UserError: a checkpoint written before data manifests whose data position does not match
@@ -122,6 +126,8 @@ def initial_state(
     state = steps.init(jax.random.key_data(jax.random.key(config.seed)))
     if config.init_from:
         sh = steps.state_sharding
+        if torch_files.is_torch_file(config.init_from):
+            return reference_training_state(config.init_from, cfg, state, sh)
         if layout.is_export_dir(config.init_from):
             params, _ = wfvae_jax.load_pretrained(config.init_from)
             # Through host numpy, as before load_pretrained returned device arrays: a
@@ -134,3 +140,84 @@ def initial_state(
             state = state.replace(params=params, ema_params=ema, opt_state=opt_state)
         logger.info("initialised the generator from %s (fresh discriminator)", config.init_from)
     return state
+
+
+def reference_training_state(
+    path: str, cfg: StepConfig, state: TrainState, sharding: Any, use_ema: bool = True
+) -> TrainState:
+    """``state`` with the generator and discriminator of a reference training checkpoint.
+
+    ``path``: a ``.ckpt`` written by the reference's ``train_ddp.py`` (``save_checkpoint``, or
+    Open-Sora Plan's copy of it). The generator is its EMA (``use_ema``; the parameters the EMA
+    lacks, e.g. a ``--freeze_encoder`` run's encoder, come from ``state_dict.gen_model`` and are
+    logged) else ``gen_model``: :func:`wfvae_jax.io.torch_files.generator_entry`; ``params``
+    and ``ema_params`` both start from it. The discriminator is ``state_dict.dics_model``'s
+    (:func:`wfvae_jax.io.torch_files.discriminator_entry`), BatchNorm statistics included; a
+    checkpoint without one keeps the fresh discriminator (logged). Both AdamW states start
+    fresh: the reference's are indexed by parameter position and tied to torch's ordering.
+
+    Raises:
+      UserError: the checkpoint cannot be read, or its generator or discriminator does not fit
+        this run's model (``model.name``/``model.overrides``, ``disc_ndf``,
+        ``loss.disc_num_layers``): the message names the differences and the fields to set.
+    """
+    try:
+        obj = load_torch_pickle(path)
+        entry = torch_files.generator_entry(obj, use_ema=use_ema)
+        disc_sd = torch_files.discriminator_entry(obj)
+    except (OSError, ValueError) as e:
+        raise UserError(f"init_from={path!r}: {e}") from None
+    filled = convert.describe_filled(entry.filled)
+    sd, prefix, _ = convert.strip_key_prefix(entry.state_dict)
+    try:
+        params = convert.torch_state_dict_to_params(sd, cfg.model)
+    except ValueError as e:
+        raise UserError(
+            f"init_from={path!r}: its generator ({entry.source}) does not fit this run's model: "
+            f"{_architecture_differences(sd, cfg) or str(e).splitlines()[0]}",
+            hint="set --config.model.name/--config.model.overrides to the checkpoint's "
+            "architecture (wfvae convert --config infer prints it)",
+        ) from None
+    params = jax.device_put(params, sharding.params)
+    state = state.replace(params=params, ema_params=params)
+    logger.info(
+        "initialised the generator from %s (%s%s)%s; fresh AdamW states",
+        path,
+        entry.source,
+        f", key prefix {prefix!r} removed" if prefix else "",
+        f"; {filled}" if filled else "",
+    )
+    if disc_sd is None:
+        logger.warning("%s holds no discriminator (state_dict.dics_model): a fresh one", path)
+        return state
+    n_layers = cfg.loss.disc_num_layers
+    try:
+        disc_params, stats = disc_lib.from_torch_state_dict(disc_sd, n_layers)
+    except ValueError as e:
+        raise UserError(
+            f"init_from={path!r}: its discriminator does not fit loss.disc_num_layers="
+            f"{n_layers}: {e}",
+            hint="set --config.loss.disc_num_layers to the checkpoint's",
+        ) from None
+    want = jax.tree.map(lambda a: a.shape, (state.disc_params, state.disc_batch_stats))
+    got = jax.tree.map(lambda a: a.shape, (disc_params, stats))
+    ndf = disc_sd["main.0.weight"].shape[0]
+    if ndf != cfg.disc_ndf or want != got:
+        raise UserError(
+            f"init_from={path!r}: its discriminator is {ndf} channels wide (main.0.weight "
+            f"{disc_sd['main.0.weight'].shape}), this run's disc_ndf={cfg.disc_ndf}",
+            hint=f"set --config.disc_ndf={ndf}",
+        )
+    return state.replace(
+        disc_params=jax.device_put(disc_params, sharding.disc_params),
+        disc_batch_stats=jax.device_put(stats, sharding.disc_batch_stats),
+    )
+
+
+def _architecture_differences(sd: dict[str, np.ndarray], cfg: StepConfig) -> str:
+    """``field: run vs checkpoint`` for each architecture field that differs, else ``""``."""
+    try:
+        inferred = convert.infer_config_fields(sd)
+    except ValueError:
+        return ""
+    return "; ".join(convert.config_differences(cfg.model, inferred))

@@ -6,7 +6,8 @@ or a discriminator step (:func:`wfvae_jax.losses.is_discriminator_step`: odd ste
 ``disc_start`` on train the discriminator); both advance ``state.step``.
 
 Randomness: step ``s`` uses ``fold_in(state.rng, s)`` for the posterior sample and the
-discriminator's dropout, so a resumed run draws what an uninterrupted one would.
+discriminator's dropout, so a resumed run draws what an uninterrupted one would. Steps traced
+inside :func:`replay_draws` use given draws instead (another implementation's, for parity).
 
 Two ways to spread a step over a mesh (``parallelism``):
 - ``"gspmd"`` (default): ``jax.jit`` with explicit ``in/out_shardings``; the batch is split over
@@ -23,11 +24,13 @@ Two ways to spread a step over a mesh (``parallelism``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -253,6 +256,72 @@ def discriminator_update(
     metrics = {f"train/{k}": jnp.asarray(v, jnp.float32) for k, v in logs.items()}
     metrics["train/disc_grad_norm"] = optax.tree.norm(grads)
     return new_state, metrics
+
+
+@contextlib.contextmanager
+def replay_draws(
+    posterior_noise: jax.Array | None = None, dropout_keep: Sequence[jax.Array] = ()
+) -> Iterator[None]:
+    """Steps traced inside this context use the given random draws instead of ``state.rng``'s.
+
+    This is how a step is run on another implementation's draws: the parity test against the
+    reference (``tests/test_train_parity.py``) and ``benchmarks/train_vs_reference.py`` feed both
+    sides the same posterior noise and discriminator dropout masks. It acts at trace time
+    (through ``flax.linen.intercept_methods``), so trace the step inside the context with the
+    draws as arguments of the traced function (a ``jax.jit`` traced on its first call inside
+    the context keeps them as inputs; later calls of that compiled function replay whatever
+    arrays they are given).
+
+    Args:
+      posterior_noise: ``eps`` of the posterior sample ``z = mean + std * eps`` (reference
+        ``DiagonalGaussianDistribution.sample``), the latent's shape ``(B, t, h, w, latent_dim)``,
+        float32; ``None`` keeps the drawn noise.
+      dropout_keep: boolean keep-masks of the discriminator's dropout layers (rate ``p``: kept
+        elements are scaled by ``1 / (1 - p)`` as ``torch.nn.Dropout`` does), one per dropout
+        call in call order, each of its input's shape ``(B, T', H', W', C')``. A generator step
+        calls the discriminator once, a discriminator step twice (real, then reconstruction),
+        each call running its ``disc_num_layers`` dropouts. Empty: the drawn masks are kept.
+    Raises:
+      ValueError: at trace time, if a mask's shape differs from its dropout input's, or when the
+        context closes with masks left unused (the counts did not match).
+    """
+    masks = list(dropout_keep)
+    replay_masks = bool(masks)
+    posteriors: list[Any] = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        module, method = context.module, context.method_name
+        if replay_masks and isinstance(module, nn.Dropout) and method == "__call__":
+            deterministic = nn.merge_param(
+                "deterministic", module.deterministic, kwargs.get("deterministic")
+            )
+            if deterministic or module.rate == 0.0:
+                return next_fun(*args, **kwargs)
+            if not masks:
+                raise ValueError("replay_draws: more dropout calls than dropout_keep masks")
+            x, keep = args[0], masks.pop(0)
+            if keep.shape != x.shape:
+                raise ValueError(f"replay_draws: mask {keep.shape} for dropout input {x.shape}")
+            return jnp.where(keep, x / (1.0 - module.rate), jnp.zeros_like(x))
+        if posterior_noise is not None and isinstance(module, WFVAE):
+            if method == "encode":
+                out = next_fun(*args, **kwargs)
+                posteriors.append(out[0])
+                return out
+            if method == "process_latent" and posteriors:
+                post = posteriors.pop()
+                if posterior_noise.shape != post.mean.shape:
+                    raise ValueError(
+                        f"replay_draws: noise {posterior_noise.shape} for latent {post.mean.shape}"
+                    )
+                z = post.mean + post.std * posterior_noise.astype(post.mean.dtype)
+                return next_fun(z)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        yield
+    if masks:
+        raise ValueError(f"replay_draws: {len(masks)} dropout masks were not used")
 
 
 class TrainSteps(NamedTuple):
