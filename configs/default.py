@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every = 50
     c.checkpoint_every = 5_000  # train_ddp.sh --save_ckpt_step
     c.keep_checkpoints = 3
+    # SIGTERM/SIGINT save the current step and exit within this many seconds (platforms give
+    # ~30 s notice before killing a preempted job); wfvae_jax.train.preemption.
+    c.preemption_grace_s = 25.0
     c.export = True  # write WORKDIR/export (EMA weights, wfvae_jax.load_pretrained) at the end
     c.init_from = ""  # a previous stage's WORKDIR or a converted checkpoint dir (fine-tuning)
     c.compute_dtype = "float32"  # or "bfloat16": bf16 convolutions, float32 params/optimizer
