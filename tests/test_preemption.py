@@ -8,12 +8,16 @@ processes) are ``slow``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import time
 
+import flax
+import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -21,6 +25,7 @@ import pytest
 from tests.test_train import VIDEOS, tiny_config
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.train import checkpointing, loop, preemption
+from wfvae_jax.train.checkpointing import RunCheckpoints
 from wfvae_jax.train.preemption import Preempted, Preemption
 from wfvae_jax.train.step import build_train_steps
 
@@ -186,3 +191,92 @@ def test_sigterm_saves_the_step_and_the_rerun_equals_an_uninterrupted_run(
     a, b = load_state(str(tmp_path / "full"), 5), load_state(workdir, 5)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+# ---- an incomplete or corrupt latest checkpoint -------------------------------------------
+
+
+@flax.struct.dataclass
+class _State:
+    """The two fields :class:`RunCheckpoints` reads of a TrainState (``step``) plus params."""
+
+    step: jax.Array
+    params: dict
+
+
+def _iterator():
+    loader = grain.DataLoader(
+        data_source=list(range(100)),
+        sampler=grain.samplers.IndexSampler(
+            100, shard_options=grain.sharding.NoSharding(), shuffle=False, num_epochs=None
+        ),
+        operations=[],
+    )
+    return iter(loader)
+
+
+def _state(step: int) -> _State:
+    return _State(step=jnp.int32(step), params={"w": jnp.arange(3000.0) * step})
+
+
+def _truncate(step_dir):
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _no_metadata(step_dir):
+    (step_dir / "state" / "_METADATA").unlink()
+    (step_dir / "_CHECKPOINT_METADATA").unlink()
+
+
+def _half_written(step_dir):  # storage without atomic rename: the state item never arrived
+    shutil.rmtree(step_dir / "state")
+
+
+def _bad_meta(step_dir):
+    (step_dir / "meta" / "metadata").write_text('{"step": 4, "conf')
+
+
+def _bad_data(step_dir):
+    (step_dir / "data" / "process_0-of-1.json").write_text("")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _no_metadata, _half_written, _bad_meta, _bad_data])
+def test_corrupt_latest_checkpoint_is_skipped_and_named(damage, tmp_path, caplog):
+    workdir = str(tmp_path)
+    it = _iterator()
+    with RunCheckpoints(workdir) as ckpt:
+        for step in (2, 4):
+            next(it)
+            ckpt.save(_state(step), it, {})
+    ckpts = tmp_path / "checkpoints"
+    damage(ckpts / "4")
+
+    ckpt = RunCheckpoints(workdir)
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.choose_resume_step(_state(0)) == 2
+    assert ckpt.latest_step() == 2
+    (record,) = [r for r in caplog.records if "skipping the checkpoint" in r.getMessage()]
+    assert record.getMessage().startswith(
+        f"skipping the checkpoint of step 4 ({ckpts}/4): it does not restore: "
+    )
+    assert record.getMessage().endswith(f"; moved to {ckpts}/4.corrupt")
+    assert sorted(os.listdir(ckpts)) == ["2", "4.corrupt"]
+    it = _iterator()
+    state = ckpt.restore_latest(_state(0), it)
+    assert int(state.step) == 2 and next(it) == 1  # step 2's state and data position
+    np.testing.assert_array_equal(state.params["w"], np.arange(3000.0) * 2)
+    ckpt.save(_state(4), it, {})  # step 4 is written again, not skipped as "already saved"
+    ckpt.close()
+    assert checkpointing.complete_steps(str(ckpts)) == [2, 4]
+
+
+def test_no_restorable_checkpoint_starts_fresh(tmp_path):
+    it = _iterator()
+    with RunCheckpoints(str(tmp_path)) as ckpt:
+        ckpt.save(_state(2), it, {})
+    _half_written(tmp_path / "checkpoints" / "2")
+    with RunCheckpoints(str(tmp_path)) as ckpt:
+        assert ckpt.choose_resume_step(_state(0)) is None
+        assert ckpt.latest_step() is None

@@ -31,7 +31,7 @@ from wfvae_jax.train.checkpointing import CheckpointWriteError, RunCheckpoints
 from wfvae_jax.train.data import load_eval_clips
 from wfvae_jax.train.held_out import evaluate_psnr, save_eval_strip
 from wfvae_jax.train.preemption import Preemption
-from wfvae_jax.train.resume import data_order, initial_state
+from wfvae_jax.train.resume import choose_checkpoint, data_order, initial_state
 from wfvae_jax.train.state import OptimConfig
 from wfvae_jax.train.step import StepConfig, build_train_steps
 
@@ -236,6 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt, preemption) -> dict:
     is_main = jax.process_index() == 0
+    steps = build_train_steps(cfg, mesh, config.mesh.parallelism)
+    choose_checkpoint(cfg, steps, ckpt)  # the newest that restores; corrupt ones are skipped
     data_meta, restore_position = data_order(config, source, ckpt)
     data_iterator = _train_iterator(config, source, local_batch, data_meta["seed"])
     clips = None
@@ -248,8 +250,7 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt, 
             clips_per_video=config.eval.clips_per_video,
         )
 
-    # ---- model, state and steps ----
-    steps = build_train_steps(cfg, mesh, config.mesh.parallelism)
+    # ---- model and state ----
     state = initial_state(config, cfg, steps, ckpt, data_iterator if restore_position else None)
     if lpips_params is not None:
         lpips_params = jax.device_put(lpips_params, steps.replicated)
