@@ -8,6 +8,7 @@ processes) are ``slow``.
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import shutil
@@ -22,13 +23,22 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests import test_encode_dataset as ed
 from tests.test_train import VIDEOS, tiny_config
+from wfvae_jax.data import LatentSource
+from wfvae_jax.data import latents as fmt
+from wfvae_jax.data.video_source import VideoFiles
+from wfvae_jax.encode_dataset import encode_dataset
+from wfvae_jax.encode_dataset import writer as ed_writer
 from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.train import checkpointing, loop, preemption
 from wfvae_jax.train.checkpointing import RunCheckpoints
 from wfvae_jax.train.preemption import Preempted, Preemption
 from wfvae_jax.train.step import build_train_steps
 
+# test_encode_dataset's module fixtures: the tiny model, its input folder, an uninterrupted run.
+model, video_dir, reference = ed.model, ed.video_dir, ed.reference
+SPEC, OPTIONS = ed.SPEC, ed.OPTIONS
 quiet = pytest.mark.filterwarnings("ignore:VideoFolderSource")
 _STEPS: dict = {}
 
@@ -280,3 +290,53 @@ def test_no_restorable_checkpoint_starts_fresh(tmp_path):
     with RunCheckpoints(str(tmp_path)) as ckpt:
         assert ckpt.choose_resume_step(_state(0)) is None
         assert ckpt.latest_step() is None
+
+
+# ---- encode-dataset -----------------------------------------------------------------------
+
+
+def _signal_at_dispatch(monkeypatch, n: int) -> None:
+    """SIGTERM to this process while the ``n``-th batch (1-based) is dispatched."""
+    real_dispatch = ed_writer.Loop.dispatch
+
+    def dispatch(self, b, real):
+        real_dispatch(self, b, real)
+        if self.stats["steps"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(ed_writer.Loop, "dispatch", dispatch)
+
+
+@pytest.mark.slow  # three encodings of the test folder (each compiles the encoder)
+def test_encode_dataset_sigterm_commits_finished_shards_and_resumes_identically(
+    model, video_dir, reference, tmp_path, monkeypatch, capsys
+):
+    params, config = model
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _signal_at_dispatch(m, 5)  # batch 5 = shard 2's first record (batch size 1)
+        with pytest.raises(Preempted) as e:
+            encode_dataset(params, config, VideoFiles(video_dir), str(out), SPEC, OPTIONS)
+    assert e.value.code == 143
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("SIGTERM")]
+    assert err == [e.value.message]
+    assert err[0].startswith(
+        f"SIGTERM: stopped encoding: 2 of 4 shards are complete in {out} (the shard in progress "
+        "was discarded); rerun the same command to finish: "
+    )
+    assert sorted(os.listdir(out)) == [
+        "latents-00000.array_record",
+        "latents-00000.json",
+        "latents-00001.array_record",
+        "latents-00001.json",
+        "manifest.json",
+    ]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    summary = encode_dataset(params, config, VideoFiles(video_dir), str(out), SPEC, OPTIONS)
+    assert (summary["shards_already_done"], summary["records_written"]) == (2, 3)
+    ref = reference[0]
+    for s in range(4):
+        assert filecmp.cmp(out / fmt.shard_name(s), os.path.join(ref, fmt.shard_name(s)), False)
+    assert LatentSource(out).manifest["shards"] == LatentSource(ref).manifest["shards"]
+    assert sorted(os.listdir(out)) == sorted(os.listdir(ref))

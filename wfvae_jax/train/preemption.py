@@ -47,21 +47,21 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(SystemExit):
-    """Training saved the checkpoint of ``step`` after ``signal_name`` and stopped.
+    """A job stopped after ``signal_name`` with its work saved (a training checkpoint, committed
+    encode-dataset shards).
 
     A ``SystemExit`` with ``code`` 128 + the signal number: a command line exits with it, without
-    a traceback. Attributes: ``step``, ``signal_name`` (``"SIGTERM"``/``"SIGINT"``), ``path``
-    (the checkpoint directory), ``message`` (the line printed).
+    a traceback. Attributes: ``signal_name`` (``"SIGTERM"``/``"SIGINT"``), ``message`` (the line
+    printed), ``step`` and ``path`` (training: the step saved and its checkpoint directory; else
+    None).
     """
 
-    def __init__(self, step: int, signum: int, path: str, message: str):
+    def __init__(
+        self, signum: int, message: str, *, step: int | None = None, path: str | None = None
+    ):
         super().__init__(128 + signum)
-        self.step, self.signal_name, self.path, self.message = (
-            step,
-            signal.Signals(signum).name,
-            path,
-            message,
-        )
+        self.signal_name = signal.Signals(signum).name
+        self.message, self.step, self.path = message, step, path
 
 
 def resume_command() -> str:
@@ -110,8 +110,14 @@ class Preemption:
         if self._watchdog is not None:
             self._watchdog.cancel()
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            # None: a handler installed outside Python (JAX's notifier), which cannot be put back.
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
         self._previous = {}
+
+    def requested(self) -> bool:
+        """Whether this process received SIGTERM or SIGINT (not agreed with other processes:
+        see :meth:`reached`)."""
+        return self.signum is not None
 
     def _install(self, signum: int, handler: Any) -> None:
         previous = signal.signal(signum, handler)
@@ -124,7 +130,7 @@ class Preemption:
             self._exit_now(signum)
         self.signum, self.received_at = signum, time.monotonic()
         logger.warning(
-            "%s received: saving a checkpoint after this step (exit within %.0f s; a second "
+            "%s received: finishing this step, saving, then exiting (within %.0f s; a second "
             "signal exits at once)",
             signal.Signals(signum).name,
             self.grace_s,
@@ -197,20 +203,28 @@ class Preemption:
         """
         self._stopping = True
         ckpt.wait()
+        took = time.monotonic() - (self.received_at or time.monotonic())
+        path = os.path.join(ckpt.directory, str(step))
+        self.stop(
+            f"saved the checkpoint of step {step} ({path}) {took:.1f} s after the signal; "
+            f"resume with: {resume_command()}",
+            step=step,
+            path=path,
+        )
+
+    def stop(self, what: str, *, step: int | None = None, path: str | None = None) -> None:
+        """Prints ``"<SIGNAL>: <what>"`` (process 0; the others log it) and raises
+        :class:`Preempted`; call once the work is saved."""
+        self._stopping = True
         if self._watchdog is not None:
             self._watchdog.cancel()
         signum = self.signum or signal.SIGTERM
-        took = time.monotonic() - (self.received_at or time.monotonic())
-        path = os.path.join(ckpt.directory, str(step))
-        message = (
-            f"{signal.Signals(signum).name}: saved the checkpoint of step {step} ({path}) "
-            f"{took:.1f} s after the signal; resume with: {resume_command()}"
-        )
+        message = f"{signal.Signals(signum).name}: {what}"
         if jax.process_index() == 0:
             print(message, file=sys.stderr, flush=True)
         else:
             logger.info("%s", message)
-        raise Preempted(step, signum, path, message)
+        raise Preempted(signum, message, step=step, path=path)
 
 
 def _hard_exit(status: int) -> None:
