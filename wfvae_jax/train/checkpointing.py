@@ -81,17 +81,23 @@ def check_writable(workdir: str) -> None:
 
 
 def make_manager(
-    workdir: str, *, max_to_keep: int = 3, read_only: bool = False
+    workdir: str, *, max_to_keep: int = 3, read_only: bool = False, async_save: bool = True
 ) -> ocp.CheckpointManager:
     """The run's manager; ``max_to_keep`` newest checkpoints are kept (older ones deleted).
 
     ``read_only`` opens another run's checkpoints without creating or deleting anything.
+    ``async_save`` (orbax's asynchronous checkpointing, the default): ``save`` returns once the
+    arrays are copied to host memory and the files are written by background threads while
+    training goes on; False writes them before ``save`` returns
+    (benchmarks/checkpoint_stall.py measures both).
     """
     directory = layout.checkpoints_dir(workdir)
     if read_only:  # create=False and no save: nothing is created or deleted
         options = ocp.CheckpointManagerOptions(create=False)
     else:
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+        )
     return ocp.CheckpointManager(directory, options=options, item_names=layout.WORKDIR_ITEMS)
 
 
@@ -119,8 +125,8 @@ class RunCheckpoints:
     manager is then shut down.
     """
 
-    def __init__(self, workdir: str, *, max_to_keep: int = 3):
-        self.manager = make_manager(workdir, max_to_keep=max_to_keep)
+    def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True):
+        self.manager = make_manager(workdir, max_to_keep=max_to_keep, async_save=async_save)
         self.directory = layout.checkpoints_dir(workdir)
         self.pending: int | None = None  # step of a save that may still be writing
         self._resume: tuple[int, TrainState] | None = None  # choose_resume_step's
