@@ -9,10 +9,14 @@ processes) are ``slow``.
 from __future__ import annotations
 
 import filecmp
+import json
 import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import flax
@@ -340,3 +344,136 @@ def test_encode_dataset_sigterm_commits_finished_shards_and_resumes_identically(
         assert filecmp.cmp(out / fmt.shard_name(s), os.path.join(ref, fmt.shard_name(s)), False)
     assert LatentSource(out).manifest["shards"] == LatentSource(ref).manifest["shards"]
     assert sorted(os.listdir(out)) == sorted(os.listdir(ref))
+
+
+# ---- two processes: only one receives SIGTERM ----------------------------------------------
+
+
+@pytest.mark.slow  # two coordinated train.py processes, twice
+def test_two_processes_one_sigterm_both_save_the_same_step(tmp_path):
+    from tests import test_multihost as mh
+
+    child = str(mh.REPO / "tests" / "multihost_train_child.py")
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, child, "--config", child, "--workdir", str(workdir), "--multihost"]
+    port = mh._free_port()
+    envs = [mh._env(tmp_path, 1, (port, i, 2)) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--config.num_steps=400"],
+            env=e,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        for e in envs
+    ]
+    lines: list[str] = []
+    reached = threading.Event()
+
+    def read() -> None:  # process 0 logs "step N/400" every step (log_every=1)
+        for line in procs[0].stderr:
+            lines.append(line.rstrip("\n"))
+            if "step 3/400" in line:
+                reached.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert reached.wait(1800), "\n".join(lines[-30:])
+        procs[1].send_signal(signal.SIGTERM)  # process 0 is not signalled
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    reader.join(10)
+    assert codes == [143, 143], "\n".join(lines[-30:])
+    ckpts = layout.checkpoints_dir(str(workdir))
+    (step,) = checkpointing.complete_steps(ckpts)
+    saved = [x for x in lines if x.startswith("SIGTERM: saved")]
+    assert len(saved) == 1 and saved[0].startswith(
+        f"SIGTERM: saved the checkpoint of step {step} ({ckpts}/{step}) "
+    )
+
+    # Both processes resume from that step.
+    mh._run([sys.executable, child, "--config", child, "--workdir", str(workdir),
+             f"--config.num_steps={step + 1}"], tmp_path, devices=1, processes=2)  # fmt: skip
+    history = json.loads((workdir / "history.json").read_text())["losses"]
+    assert sorted(history) == [str(step)]
+
+
+# ---- resume on another topology ------------------------------------------------------------
+
+_TOPOLOGY_CHILD = """
+import sys
+import grain, jax, numpy as np
+from tests.test_train import tiny_config
+from wfvae_jax.inference.sharding import make_mesh
+from wfvae_jax.train import loop, mesh as mesh_lib
+from wfvae_jax.train.checkpointing import RunCheckpoints
+from wfvae_jax.train.step import abstract_state
+
+mode, workdir, fsdp = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mesh = make_mesh(fsdp=fsdp)
+abstract = abstract_state(loop.step_config(tiny_config()))
+shardings = mesh_lib.state_shardings(mesh, abstract)
+sampler = grain.samplers.IndexSampler(
+    100, shard_options=grain.sharding.NoSharding(), shuffle=False, num_epochs=None)
+loader = grain.DataLoader(data_source=list(range(100)), operations=[], sampler=sampler)
+it = iter(loader)
+rng = np.random.default_rng(0)
+def fill(s):
+    if np.issubdtype(s.dtype, np.floating):
+        return rng.standard_normal(s.shape).astype(s.dtype)
+    return np.full(s.shape, 2, s.dtype)
+host = jax.tree.map(fill, abstract)
+if mode == "save":
+    state = jax.tree.map(jax.device_put, host, shardings)
+    next(it); next(it)
+    with RunCheckpoints(workdir) as ckpt:
+        ckpt.save(state, it, {})
+else:
+    target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          abstract, shardings)
+    ckpt = RunCheckpoints(workdir)
+    assert ckpt.choose_resume_step(target) == 2
+    state = ckpt.restore_latest(target, it)
+    ckpt.close()
+    assert next(it) == 2
+    leaves = jax.tree.leaves(state)
+    assert all(x.sharding == sh for x, sh in zip(leaves, jax.tree.leaves(shardings)))
+    pairs = zip(leaves, jax.tree.leaves(host))
+    diff = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in pairs)
+    print("MAXDIFF", diff, "SHARDED", sum(not x.sharding.is_fully_replicated for x in leaves))
+"""
+
+
+def _topology(tmp_path, mode: str, workdir, devices: int, fsdp: int) -> str:
+    from tests import test_multihost as mh
+
+    env = mh._env(tmp_path, devices, None)
+    r = subprocess.run(
+        [sys.executable, "-c", _TOPOLOGY_CHILD, mode, str(workdir), str(fsdp)],
+        env=env, cwd=str(mh.REPO), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.mark.slow  # one child process per topology
+@pytest.mark.parametrize(
+    ("saved", "resumed"),
+    [((4, 1), (2, 1)), ((4, 1), (1, 1)), ((2, 1), (1, 1)), ((4, 1), (4, 4)), ((4, 4), (4, 1)),
+     ((4, 4), (2, 2))],
+    ids=lambda t: f"{t[0]}dev-fsdp{t[1]}",
+)  # fmt: skip
+def test_checkpoint_restores_bit_identically_on_another_topology(tmp_path, saved, resumed):
+    """(devices, fsdp) -> (devices, fsdp): the state comes back bit-identical, in the new
+    shardings, with the data position."""
+    workdir = tmp_path / "run"
+    _topology(tmp_path, "save", workdir, *saved)
+    out = _topology(tmp_path, "restore", workdir, *resumed).split()
+    assert out[:2] == ["MAXDIFF", "0.0"]
+    assert (int(out[3]) > 0) == (resumed[1] > 1)  # FSDP shards the large arrays
