@@ -84,7 +84,10 @@ class Preemption:
 
     def __init__(self, grace_s: float, *, multiprocess: bool | None = None):
         self.grace_s = float(grace_s)
-        self.multiprocess = jax.process_count() > 1 if multiprocess is None else multiprocess
+        # True: JAX's preemption sync point; False: this process's signal; None: off.
+        self.multiprocess: bool | None = (
+            jax.process_count() > 1 if multiprocess is None else multiprocess
+        )
         self.signum: int | None = None  # the first signal, once known
         self.received_at: float | None = None
         self.step: int | None = None  # the step being saved, once agreed
@@ -99,6 +102,11 @@ class Preemption:
             logger.warning("training runs outside the main thread: SIGTERM/SIGINT do not save")
             return self
         if self.multiprocess:
+            if not jax.config.jax_enable_preemption_service:
+                # Without it no process could tell the others: stopping one would hang the rest.
+                logger.warning("jax_enable_preemption_service is off: SIGTERM/SIGINT do not save")
+                self.multiprocess = None
+                return self
             # SIGTERM stays with JAX's preemption notifier; SIGINT is forwarded to it.
             self._install(signal.SIGINT, self._forward_to_jax)
         else:
@@ -176,6 +184,8 @@ class Preemption:
     def reached(self, step: int) -> bool:
         """Whether to save ``step`` (the step just finished) and stop. Call once per step, in
         every process (with several processes it is a collective decision)."""
+        if self.multiprocess is None:
+            return False
         if self.multiprocess:
             if not multihost_utils.reached_preemption_sync_point(step):
                 return False
