@@ -27,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import wfvae_jax
 from tests import test_encode_dataset as ed
 from tests.test_train import VIDEOS, tiny_config
 from wfvae_jax.data import LatentSource
@@ -477,3 +478,52 @@ def test_checkpoint_restores_bit_identically_on_another_topology(tmp_path, saved
     out = _topology(tmp_path, "restore", workdir, *resumed).split()
     assert out[:2] == ["MAXDIFF", "0.0"]
     assert (int(out[3]) > 0) == (resumed[1] > 1)  # FSDP shards the large arrays
+
+
+_ENCODE_CHILD = """
+import os, signal, sys
+from wfvae_jax.commands import encode_dataset
+from wfvae_jax.commands.errors import run
+from wfvae_jax.data import latents
+
+write, count = latents.ShardWriter.write, {"n": 0}
+
+def write_then_signal(self, record):
+    write(self, record)
+    count["n"] += 1
+    if count["n"] == int(os.environ["SIGTERM_AT_RECORD"]):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+latents.ShardWriter.write = write_then_signal
+run(encode_dataset.main, sys.argv[1:])
+"""
+
+
+@pytest.mark.slow  # a 2-device child process, then the rest in this process
+def test_encode_dataset_begun_on_mesh_data2_finishes_on_one_device(
+    model, video_dir, reference, tmp_path
+):
+    from tests import test_multihost as mh
+
+    params, config = model
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    wfvae_jax.save_pretrained(ckpt, params, config)
+    env = dict(mh._env(tmp_path, 2, None), SIGTERM_AT_RECORD="1")
+    cmd = [
+        sys.executable, "-c", _ENCODE_CHILD, "--checkpoint", str(ckpt), "--videos", video_dir,
+        "--out", str(out), "--num_frames", "9", "--resolution", "32x48", "--clips_per_video",
+        "2", "--videos_per_shard", "2", "--no_progress", "--worker_count", "0",
+        "--mesh", "data=2",
+    ]  # fmt: skip
+    r = subprocess.run(cmd, env=env, cwd=str(mh.REPO), capture_output=True, text=True,
+                       timeout=900)  # fmt: skip
+    assert r.returncode == 143, r.stderr[-3000:]
+    assert "SIGTERM: stopped encoding: 2 of 4 shards are complete" in r.stderr
+    assert not any(f.endswith(".tmp") for f in os.listdir(out))
+
+    summary = encode_dataset(params, config, VideoFiles(video_dir), str(out), SPEC, OPTIONS)
+    assert summary["shards_already_done"] == 2
+    ref = reference[0]
+    for s in range(4):
+        assert filecmp.cmp(out / fmt.shard_name(s), os.path.join(ref, fmt.shard_name(s)), False)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(ref))
