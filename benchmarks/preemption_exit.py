@@ -47,7 +47,8 @@ def _run_until(cmd: list[str], at: int, timeout: float) -> dict:
     reader.start()
     if not reached.wait(timeout):
         proc.kill()
-        raise RuntimeError("the run never reached step %d:\n%s" % (at, "\n".join(lines[-20:])))
+        tail = "\n".join(lines[-20:])
+        raise RuntimeError(f"the run never reached step {at}:\n{tail}")
     t0 = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
     status = proc.wait(timeout=120)
