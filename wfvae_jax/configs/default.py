@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every = 50  # steps between metric lines (terminal, TensorBoard, JSON log)
     c.checkpoint_every = 5_000  # steps between checkpoints (train_ddp.sh --save_ckpt_step)
     c.keep_checkpoints = 3  # newest checkpoints kept in WORKDIR/checkpoints
+    c.preemption_grace_s = 25.0  # SIGTERM/SIGINT: seconds to save the current step and exit
     c.export = True  # write the EMA weights to WORKDIR/export at the end
     c.init_from = ""  # start from a previous stage's WORKDIR or a converted checkpoint
     c.compute_dtype = "float32"  # or "bfloat16": bf16 convolutions, float32 params/optimizer

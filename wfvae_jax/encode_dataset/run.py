@@ -34,6 +34,11 @@ from wfvae_jax.inference.sharding import (
     replicated,
 )
 from wfvae_jax.io.folder_lock import holds_lock
+from wfvae_jax.train.preemption import Preemption, resume_command
+
+# SIGTERM/SIGINT: seconds from the signal to the exit at the latest (the batch in flight is written
+# and the shards it completes committed first); platforms give ~30 s notice.
+PREEMPTION_GRACE_S = 25.0
 
 
 def run_mesh(spec: str | None) -> Mesh:
@@ -130,6 +135,9 @@ def encode_dataset(
     Raises:
       ValueError: bad settings, ``out`` holding another encoding (without ``overwrite``), or a
         non-finite latent (e.g. float16 storage overflow).
+      Preempted: SIGTERM or SIGINT (``wfvae_jax.train.preemption``; a ``SystemExit``, status
+        143 / 130): every process committed the shards it had finished, discarded the one in
+        progress and printed one line; rerunning the same call finishes the encoding.
     """
     t_begin = time.perf_counter()
     out = os.path.abspath(os.fspath(out))
@@ -193,13 +201,23 @@ def encode_dataset(
         [None] * local_batch,
     )
     t_loop = time.perf_counter()
-    loop.run(events(decoded, spec, local_batch, options.seed, on_video), empty)
-    t_end = time.perf_counter()
-    # grain hands worker outputs over in shared memory, freed when the arrays die: drop the
-    # loader now rather than at interpreter exit (where Python reports them as leaked).
-    del decoded
-    gc.collect()
-    bar.close()
+    with Preemption(PREEMPTION_GRACE_S, multiprocess=False) as preemption:
+        batches = events(decoded, spec, local_batch, options.seed, on_video)
+        done = loop.run(batches, empty, stop_requested=preemption.requested)
+        t_end = time.perf_counter()
+        # grain hands worker outputs over in shared memory, freed when the arrays die: drop the
+        # loader now rather than at interpreter exit (where Python reports them as leaked).
+        del decoded, batches
+        gc.collect()
+        bar.close()
+        if not done:
+            sync_processes("encode_dataset:stopped")  # every process has committed its shards
+            complete = len(fmt.list_markers(out))
+            preemption.stop(
+                f"stopped encoding: {complete} of {manifest['num_shards']} shards are complete "
+                f"in {out} (the shard in progress was discarded); rerun the same command to "
+                f"finish: {resume_command()}"
+            )
 
     manifest = final_manifest(manifest, loop.markers)
     if proc == 0:

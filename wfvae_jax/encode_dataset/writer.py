@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import time
 from collections.abc import Iterator
 
@@ -17,7 +18,6 @@ from jax.sharding import PartitionSpec as P
 
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.encode_dataset.spec import ClipSpec
-from wfvae_jax.inference.multihost import any_process
 from wfvae_jax.inference.sharding import activation_sharding
 
 
@@ -174,12 +174,44 @@ class Loop:
             else:
                 self._commit(head)
 
-    def run(self, events: Iterator, empty: Batch) -> None:
+    def run(self, events: Iterator, empty: Batch, stop_requested=lambda: False) -> bool:
+        """Encodes and writes every batch of ``events``; returns True when done.
+
+        ``stop_requested()`` (this process received SIGTERM/SIGINT) is checked at every step and
+        agreed on by every process in the step's all-gather. Once any process asks, every process
+        writes the batches in flight, commits the shards they complete, discards the shard in
+        progress (a rerun redoes it from its first record) and returns False.
+        """
         while True:
             b = self.next_batch(events)
             # Every process runs every step: those without clips left send empty batches.
-            if not any_process(b is not None):
+            more, stop = _agree(b is not None, stop_requested())
+            if stop:
+                self.drain(keep_last=False)
+                self.discard_open_shards()
+                return False
+            if not more:
                 break
             self.dispatch(b or empty, real=b is not None)
             self.drain(keep_last=True)
         self.drain(keep_last=False)
+        return True
+
+    def discard_open_shards(self) -> None:
+        """Drops the shards being written (their ``.tmp`` files): only committed shards count."""
+        for shard, writer in sorted(self.writers.items()):
+            del self.writers[shard]
+            del writer  # closes the file
+            tmp = os.path.join(self.out, fmt.shard_name(shard) + fmt.TMP_SUFFIX)
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def _agree(more: bool, stop: bool) -> tuple[bool, bool]:
+    """``(any process has a batch, any process asks to stop)``: one small all-gather with
+    several processes."""
+    if jax.process_count() == 1:
+        return more, stop
+    flags = multihost_utils.process_allgather(np.asarray([int(more), int(stop)], np.int32))
+    more_any, stop_any = np.asarray(flags).reshape(-1, 2).max(axis=0)
+    return bool(more_any), bool(stop_any)

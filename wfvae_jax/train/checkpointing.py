@@ -27,6 +27,7 @@ traceback each) are held back while :class:`RunCheckpoints` is open, unless ``--
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import tempfile
@@ -81,17 +82,23 @@ def check_writable(workdir: str) -> None:
 
 
 def make_manager(
-    workdir: str, *, max_to_keep: int = 3, read_only: bool = False
+    workdir: str, *, max_to_keep: int = 3, read_only: bool = False, async_save: bool = True
 ) -> ocp.CheckpointManager:
     """The run's manager; ``max_to_keep`` newest checkpoints are kept (older ones deleted).
 
     ``read_only`` opens another run's checkpoints without creating or deleting anything.
+    ``async_save`` (orbax's asynchronous checkpointing, the default): ``save`` returns once the
+    arrays are copied to host memory and the files are written by background threads while
+    training goes on; False writes them before ``save`` returns
+    (benchmarks/checkpoint_stall.py measures both).
     """
     directory = layout.checkpoints_dir(workdir)
     if read_only:  # create=False and no save: nothing is created or deleted
         options = ocp.CheckpointManagerOptions(create=False)
     else:
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+        )
     return ocp.CheckpointManager(directory, options=options, item_names=layout.WORKDIR_ITEMS)
 
 
@@ -119,10 +126,11 @@ class RunCheckpoints:
     manager is then shut down.
     """
 
-    def __init__(self, workdir: str, *, max_to_keep: int = 3):
-        self.manager = make_manager(workdir, max_to_keep=max_to_keep)
+    def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True):
+        self.manager = make_manager(workdir, max_to_keep=max_to_keep, async_save=async_save)
         self.directory = layout.checkpoints_dir(workdir)
         self.pending: int | None = None  # step of a save that may still be writing
+        self._resume: tuple[int, TrainState] | None = None  # choose_resume_step's
         self._filter = None if debug_enabled() else _HoldOrbaxErrors()
         if self._filter is not None:
             logging.getLogger("absl").addFilter(self._filter)
@@ -226,11 +234,73 @@ class RunCheckpoints:
             hint=f"free disk space or fix the disk, then rerun the same command: it {resume}",
         )
 
+    def choose_resume_step(self, target: TrainState) -> int | None:
+        """The newest checkpoint that restores completely; older ones are not read.
+
+        A checkpoint that fails to restore (a truncated or missing file, missing metadata, a
+        step directory left half-written by storage without atomic rename) is skipped with a
+        warning naming it and why, and renamed to ``<step>.corrupt`` (so that the run can save
+        that step again; orbax and :func:`complete_steps` ignore the name). The state restored
+        here is kept for :meth:`restore_latest`. Call it before anything reads the latest step.
+
+        Args:
+          target: a state or ``jax.ShapeDtypeStruct`` tree with shardings (see
+            :func:`restore_latest`).
+        Returns:
+          the step resumed from, or None when no checkpoint restores (the run starts fresh).
+        """
+        self._resume = None
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                meta = self.read_meta(step)
+                _check_data_item(self.directory, step)
+                state = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)))
+                )["state"]
+                if int(jax.device_get(state.step)) != step or meta.get("step") != step:
+                    raise ValueError(f"it holds step {int(state.step)}, meta {meta.get('step')}")
+            except Exception as e:  # orbax/tensorstore/json raise many kinds
+                self._set_aside(step, e)
+                continue
+            self._resume = (step, state)
+            return step
+        return None
+
+    def _set_aside(self, step: int, e: Exception) -> None:
+        path = os.path.join(self.directory, str(step))
+        aside = f"{path}.corrupt"
+        n = 1
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{path}.corrupt{n}"
+        logger.warning(
+            "skipping the checkpoint of step %d (%s): it does not restore: %s; moved to %s",
+            step,
+            path,
+            _reason(e),
+            aside,
+        )
+        if jax.process_index() == 0:
+            os.rename(path, aside)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"wfvae_set_aside_{step}")
+        self.manager.reload()
+
     def restore_latest(
         self, target: TrainState, data_iterator: grain.DataLoaderIterator | None
     ) -> TrainState | None:
-        """:func:`restore_latest` on this run's manager."""
-        return restore_latest(self.manager, target, data_iterator)
+        """:func:`restore_latest` on this run's manager; after :meth:`choose_resume_step`, the
+        state it restored (and ``data_iterator``'s position from the same step)."""
+        if self._resume is None:
+            return restore_latest(self.manager, target, data_iterator)
+        step, state = self._resume
+        self._resume = None
+        if data_iterator is not None:
+            items = {"data": grain.checkpoint.CheckpointRestore(data_iterator)}
+            self.manager.restore(step, args=ocp.args.Composite(**items))
+        return state
 
 
 def complete_steps(directory: str) -> list[int]:
@@ -242,6 +312,17 @@ def complete_steps(directory: str) -> list[int]:
         return []
     steps = [n for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
     return sorted(map(int, steps))
+
+
+def _check_data_item(directory: str, step: int) -> None:
+    """Raises unless this process's data-iterator state of checkpoint ``step`` is readable JSON
+    (grain reads it only when a resumed run restores the iterator)."""
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    path = os.path.join(directory, str(step), layout.DATA_ITEM, name)
+    if not os.path.exists(path):  # another process count: the data order check says so
+        return
+    with open(path) as f:
+        json.load(f)
 
 
 def _reason(e: BaseException) -> str:

@@ -137,11 +137,11 @@ def check_config(
     """Validates every field of a training config; returns the model's :class:`WFVAEConfig`.
 
     Checks (in this order): unknown keys (typos, against the default config); step counts;
-    ``init_from`` (exists, is a workdir with a checkpoint or a converted checkpoint); the model
-    (name, overrides); ``data.train_dir`` (a directory); frame counts (``data.num_frames``,
-    ``eval.num_frames``: ``1 + k * temporal_downsample``); resolutions (multiples of 8); the
-    batch (divisible by ``num_devices`` and ``num_processes``); crop, workers, eval files; loss,
-    optimizer, LC, LPIPS and mesh settings.
+    ``preemption_grace_s`` (seconds > 0); ``init_from`` (exists, is a workdir with a checkpoint
+    or a converted checkpoint); the model (name, overrides); ``data.train_dir`` (a directory);
+    frame counts (``data.num_frames``, ``eval.num_frames``: ``1 + k * temporal_downsample``);
+    resolutions (multiples of 8); the batch (divisible by ``num_devices`` and
+    ``num_processes``); crop, workers, eval files; loss, optimizer, LC, LPIPS and mesh settings.
 
     Raises:
       UserError: the first problem, naming the field and the nearest valid value.
@@ -151,6 +151,12 @@ def check_config(
     check_keys(config)
     for field in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         _positive_int(config, field)
+    grace = config.preemption_grace_s
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace > 0:
+        raise UserError(
+            f"preemption_grace_s must be a number of seconds > 0, got {grace!r}",
+            hint=_set("preemption_grace_s", 25.0),
+        )
     if config.init_from:
         checkpointing.check_init_from(config.init_from)
     model = model_config(config)

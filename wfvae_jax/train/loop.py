@@ -29,7 +29,8 @@ from wfvae_jax.train import mesh as mesh_lib
 from wfvae_jax.train.checkpointing import CheckpointWriteError, RunCheckpoints
 from wfvae_jax.train.data import load_eval_clips
 from wfvae_jax.train.held_out import evaluate_psnr, save_eval_strip
-from wfvae_jax.train.resume import data_order, initial_state
+from wfvae_jax.train.preemption import Preemption
+from wfvae_jax.train.resume import choose_checkpoint, data_order, initial_state
 from wfvae_jax.train.state import OptimConfig
 from wfvae_jax.train.step import StepConfig, build_train_steps
 
@@ -201,7 +202,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       NonFiniteLossError: a NaN/Inf loss or gradient norm (nothing is saved after it).
       CheckpointWriteError: a checkpoint write failed (disk full, I/O error); the message names
         the path and the last good checkpoint, which is kept.
-      TrainingInterrupted: Ctrl-C (a KeyboardInterrupt); says which checkpoint to resume from.
+      Preempted: SIGTERM or SIGINT (``wfvae_jax.train.preemption``): the step reached was
+        saved and one line printed; a ``SystemExit`` with status 128 + the signal number.
+      TrainingInterrupted: a KeyboardInterrupt raised while no signal handler is installed;
+        says which checkpoint to resume from.
       ValueError: ``loss.perceptual_weight > 0`` without ``lpips.weights`` (the message says how
         to get them, or to set the weight to 0).
     """
@@ -224,7 +228,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     source = _train_source(config, workdir)
     ckpt = RunCheckpoints(workdir, max_to_keep=config.keep_checkpoints)
     try:
-        return _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt)
+        with Preemption(config.preemption_grace_s) as preemption:
+            return _train(
+                config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt, preemption
+            )
     except CheckpointWriteError:
         raise  # the manager is already shut down
     except BaseException:
@@ -232,8 +239,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
         raise
 
 
-def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) -> dict:
+def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt, preemption) -> dict:
     is_main = jax.process_index() == 0
+    steps = build_train_steps(cfg, mesh, config.mesh.parallelism)
+    choose_checkpoint(cfg, steps, ckpt)  # the newest that restores; corrupt ones are skipped
     data_meta, restore_position = data_order(config, source, ckpt)
     data_iterator = _train_iterator(config, source, local_batch, data_meta["seed"])
     clips = None
@@ -246,8 +255,7 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
             clips_per_video=config.eval.clips_per_video,
         )
 
-    # ---- model, state and steps ----
-    steps = build_train_steps(cfg, mesh, config.mesh.parallelism)
+    # ---- model and state ----
     state = initial_state(config, cfg, steps, ckpt, data_iterator if restore_position else None)
     if lpips_params is not None:
         lpips_params = jax.device_put(lpips_params, steps.replicated)
@@ -318,7 +326,8 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
                 clock.update(mark=time.perf_counter(), mark_step=step, paused=0.0)
                 bar.running(step)
 
-            save_now = step % config.checkpoint_every == 0 or step == config.num_steps
+            preempted = preemption.reached(step)  # SIGTERM/SIGINT: save this step, stop
+            save_now = step % config.checkpoint_every == 0 or step == config.num_steps or preempted
             if step % config.log_every == 0 or save_now:
                 means, fetched = buffer.drain(ckpt.last_good_message())
                 for s, m in fetched:
@@ -338,6 +347,8 @@ def _train(config, workdir, cfg, lpips_params, mesh, local_batch, source, ckpt) 
             t_pause = time.perf_counter()
             if save_now:
                 ckpt.save(state, data_iterator, meta)
+            if preempted:
+                preemption.exit(step, ckpt)  # raises Preempted (a SystemExit)
             if config.eval.every_steps > 0 and (
                 step % config.eval.every_steps == 0 or step == config.num_steps
             ):

@@ -30,6 +30,23 @@ from wfvae_jax.train.step import StepConfig, TrainSteps, abstract_state
 logger = logging.getLogger(__name__)
 
 
+def choose_checkpoint(cfg: StepConfig, steps: TrainSteps, ckpt: RunCheckpoints) -> int | None:
+    """The step a run resumes from: the newest checkpoint in ``ckpt`` that restores completely
+    (:meth:`RunCheckpoints.choose_resume_step`: a corrupt or half-written newer one is skipped,
+    with a warning naming it and why). Call before :func:`data_order`."""
+    return ckpt.choose_resume_step(_target(cfg, steps))
+
+
+def _target(cfg: StepConfig, steps: TrainSteps) -> Any:
+    """The state's shapes and dtypes in ``steps.state_sharding``: orbax restores straight into
+    the target shardings, with no initialisation first."""
+    return jax.tree.map(
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+        abstract_state(cfg),
+        steps.state_sharding,
+    )
+
+
 def data_order(
     config: ml_collections.ConfigDict, source: VideoFolderSource, ckpt: RunCheckpoints
 ) -> tuple[dict[str, Any], bool]:
@@ -102,14 +119,8 @@ def initial_state(
         this run's data.
     """
     if ckpt.latest_step() is not None:
-        # Restore straight into the target shardings; no need to initialise first.
-        target = jax.tree.map(
-            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-            abstract_state(cfg),
-            steps.state_sharding,
-        )
         try:
-            restored = ckpt.restore_latest(target, data_iterator)
+            restored = ckpt.restore_latest(_target(cfg, steps), data_iterator)
         except ValueError as e:
             if "does not match" not in str(e):
                 raise
