@@ -17,8 +17,11 @@ What a user sees (:mod:`wfvae_jax.commands.errors`):
     checkpoint: one ``error:`` line and a ``hint:`` line, exit 2, before anything is built;
   * a non-finite loss or a failed checkpoint write: one ``error:`` line naming the last good
     checkpoint, exit 1;
-  * Ctrl-C: ``error: interrupted (Ctrl-C) at step N`` and a hint naming the checkpoint to resume
-    from and the command that resumes, exit 130.
+  * SIGTERM (a preemption) or Ctrl-C during training: the current step is saved, then one line
+    names it and the command that resumes (:mod:`wfvae_jax.train.preemption`), exit 143 or 130;
+    a second signal exits at once;
+  * Ctrl-C before the loop has installed its handlers: ``error: interrupted (Ctrl-C) at step N``
+    and a hint naming the checkpoint to resume from and the command that resumes, exit 130.
 """
 
 from __future__ import annotations
