@@ -242,7 +242,7 @@ def test_export_arrays_checked_against_the_config(tmp_path, tiny):
     with pytest.raises(ValueError, match=r"arrays of the config's model not stored"):
         load_pretrained(tmp_path)
     kernel.write_bytes(b"not an array")
-    with pytest.raises(ValueError, match=r"kernel.npy is not a .npy array"):
+    with pytest.raises(ValueError, match=r"kernel.npy is not a plain .npy array"):
         load_pretrained(tmp_path)
 
 
