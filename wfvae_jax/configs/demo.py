@@ -28,36 +28,24 @@ Values and why (everything else is the default config, i.e. the paper):
 
 import ml_collections
 
-from wfvae_jax.configs import default
+from wfvae_jax.configs import cpu_small
 
 NUM_STEPS = 6000
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """The demo config (data paths empty: set them on the command line)."""
-    config = default.get_config()
+    """The demo config: ``cpu_small`` (64x64, 9 frames, batch 1, the evaluation settings), with a
+    narrower model, a longer run without the GAN and the rates above (data paths empty: set them
+    on the command line)."""
+    config = cpu_small.get_config()
     config.num_steps = NUM_STEPS
     config.log_every = 50
     config.checkpoint_every = 500
-    config.model.name = "tiny"
     config.model.overrides.base_channels = 12
     config.model.overrides.encoder_energy_flow_hidden_size = 12
     config.model.overrides.decoder_energy_flow_hidden_size = 12
-
-    config.data.num_frames = 9
-    config.data.resolution = 64
-    config.data.batch_size = 1
-
-    config.eval.num_frames = 9
-    config.eval.resolution = 64
-    config.eval.clips_per_video = 2
-    config.eval.batch_size = 2
     config.eval.every_steps = 500
-
     config.optim.learning_rate = 5e-4
     config.ema_decay = 0.999
     config.loss.disc_start = NUM_STEPS
-    config.loss.perceptual_weight = 0.0
-    config.loss.disc_num_layers = 3
-    config.disc_ndf = 16
     return config

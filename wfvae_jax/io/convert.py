@@ -4,12 +4,11 @@ The command is ``wfvae convert SRC OUT_DIR`` (:mod:`wfvae_jax.commands.convert`)
 layout a user of the reference has (:mod:`wfvae_jax.io.checkpoint` lists them): a release
 directory (``config.json`` + ``diffusion_pytorch_model.safetensors``, or its sharded
 ``*.safetensors.index.json`` form), a directory with ``config.json`` and one ``*.ckpt``/``*.pt``/
-``*.bin``, or one such file. Training ``.ckpt`` files (the reference's ``train_ddp.py``, Open-Sora
-Plan, MindSpeed-MM) give ``ema_state_dict`` with ``module.`` removed, else
-``state_dict["gen_model"]``, as the reference's ``WFVAEModel.init_from_ckpt``; keys that all carry
-one prefix made of ``module.``/``model.``/``vae.``/``ae.`` lose it (the prefix is printed).
-float16/bfloat16 weights become float32 parameters. Reading ``.ckpt`` needs no torch and runs no
-pickled code (see :mod:`wfvae_jax.io.torch_zip`).
+``*.bin``, or one such file. Training ``.ckpt`` files (``train_ddp.py``, Open-Sora Plan,
+MindSpeed-MM) give ``ema_state_dict`` (``module.`` removed), completed from the generator
+``state_dict["gen_model"]`` where it lacks some (``--freeze_encoder``; named in one line), or it alone;
+a prefix all keys share (``module.``/``model.``/``vae.``/``ae.``) is removed and printed.
+float16/bfloat16 weights become float32. No torch, no pickled code run (:mod:`.torch_zip`).
 
 The config: ``--config`` (a config.json or a name from ``core.config.NAMED_CONFIGS``), else
 the ``config.json`` next to the weights, else it is inferred from the state dict's names and
@@ -27,6 +26,7 @@ values (the 0.3536 / 0.5 literals) and not stored, since ours are constants.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -362,10 +362,7 @@ def describe_filled(filled: list[str]) -> str:
     params = [k for k in filled if not _WAVELET_KEY.match(k)]
     if not params:
         return ""
-    groups: dict[str, int] = {}
-    for key in params:
-        top = key.split(".", 1)[0]
-        groups[top] = groups.get(top, 0) + 1
+    groups = collections.Counter(key.split(".", 1)[0] for key in params)  # in first-seen order
     parts = ", ".join(f"{top}.* ({n})" for top, n in groups.items())
     return (
         f"ema_state_dict lacks {len(params)} parameters (not trained in that run, e.g. "
