@@ -6,7 +6,7 @@ directory (``config.json`` + ``diffusion_pytorch_model.safetensors``, or its sha
 ``*.safetensors.index.json`` form), a directory with ``config.json`` and one ``*.ckpt``/``*.pt``/
 ``*.bin``, or one such file. Training ``.ckpt`` files (``train_ddp.py``, Open-Sora Plan,
 MindSpeed-MM) give ``ema_state_dict`` (``module.`` removed), completed from the generator
-``state_dict["gen_model"]`` where it lacks some (``--freeze_encoder``; named in one line), or it alone;
+``state_dict["gen_model"]`` where it lacks some (``--freeze_encoder``; named), or it alone;
 a prefix all keys share (``module.``/``model.``/``vae.``/``ae.``) is removed and printed.
 float16/bfloat16 weights become float32. No torch, no pickled code run (:mod:`.torch_zip`).
 
