@@ -99,7 +99,13 @@ def small_auto_chunk(monkeypatch):
     monkeypatch.setattr(api, "AUTO_CHUNK_PIXELS", 4 * 16 * 16)
 
 
-@pytest.mark.parametrize("t_chunk", [0, 4, None])
+# The fast tier runs the auto chunk (the same program as t_chunk=4 / 1); direct and explicit
+# chunks in the slow tier.
+def slow(value):
+    return pytest.param(value, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("t_chunk", [slow(0), slow(4), None])
 def test_encode_with_encoder_only_equals_full(export, video, small_auto_chunk, t_chunk):
     path, full, config = export
     enc, _ = load_pretrained(path, part="encoder")
@@ -111,7 +117,7 @@ def test_encode_with_encoder_only_equals_full(export, video, small_auto_chunk, t
     np.testing.assert_array_equal(np.asarray(a.logvar), np.asarray(b.logvar))
 
 
-@pytest.mark.parametrize("t_chunk", [0, 1, None])
+@pytest.mark.parametrize("t_chunk", [slow(0), slow(1), None])
 def test_decode_with_decoder_only_equals_full(export, video, small_auto_chunk, t_chunk):
     path, full, config = export
     dec, _ = load_pretrained(path, part="decoder")

@@ -72,6 +72,7 @@ def test_reconstruct_rejects_bad_frame_count(converted, tmp_path):
     assert e.value.hint == "pass --t_chunk 8"
 
 
+@pytest.mark.slow  # two more compiles; test_causal_cache checks chunked == direct in the fast tier
 def test_chunked_reconstruction_matches_direct(converted, tmp_path):
     spec = ClipSpec(17, 1, 0, 32)
     a = reconstruct_file(str(converted), str(CLIP), str(tmp_path / "a.mp4"), spec)
