@@ -330,6 +330,7 @@ def test_encode_dataset_sigterm_commits_finished_shards_and_resumes_identically(
         "was discarded); rerun the same command to finish: "
     )
     assert sorted(os.listdir(out)) == [
+        ".wfvae_jax.lock",
         "latents-00000.array_record",
         "latents-00000.json",
         "latents-00001.array_record",

@@ -8,7 +8,6 @@ Layout of an output directory ``OUT``::
     OUT/manifest.json               what was encoded (see below); written by process 0
     OUT/latents-00000.array_record  shard 0: the records of videos [0, V) (V = videos_per_shard)
     OUT/latents-00000.json          shard 0's commit marker: counts, skipped videos, sha256
-    OUT/latents-00001.array_record  ...
     OUT/latents-*.HOST.PID.tmp      a shard (or marker) being written by one process; never read
     OUT/.wfvae_jax.lock             held by the run writing OUT (``wfvae_jax.io.folder_lock``)
 
@@ -28,15 +27,14 @@ Records (ArrayRecord, ``group_size:1``, uncompressed, so any record is one read)
     ``tfds:NAME/SPLIT[i]``; ``start`` (int): first decoded frame of the clip; ``frame_stride``
     (int): decoded frames between clip frames; ``fps`` (float): the source's frame rate (0 when
     unknown, e.g. TFDS), so the clip's rate is ``fps / frame_stride``; ``size`` ([H, W]): the
-    source's frame size before resizing.
-Records of a shard are in (video, start) order.
+    source's frame size before resizing. Records of a shard are in (video, start) order.
 
 ``manifest.json``: ``format``/``version``; ``spec`` (model config, ``config_hash`` and
 ``params_hash`` of the encoder's parameters, the clip spec, source identity, encode settings)
-and its ``spec_hash``;
-``scale``/``shift`` (``latent_dim`` entries each; normalised ``= (z - shift) * scale``);
-``latent_shape``; ``complete``; ``shards`` (file, videos range, records); ``num_records``;
-``skipped`` (video, reason) and ``skipped_counts``; ``run`` (processes, devices, batch size).
+and its ``spec_hash``; ``scale``/``shift`` (``latent_dim`` entries each, ``null`` without
+statistics; normalised ``= (z - shift) * scale``); ``latent_shape``; ``complete``; ``shards``
+(file, videos range, records); ``num_records``; ``skipped`` (video, reason), ``skipped_counts``;
+``run`` (processes, devices, batch size).
 
 Sampled latents (``store="sample"``) use ``jax.random.normal`` under the key
 :func:`sample_key_data` ``(seed, video, start)``, a function of the clip's identity only, so a
@@ -271,6 +269,11 @@ class ShardWriter:
         }
         write_json_atomic(os.path.join(self.out, marker_name(self.index)), marker)
         return marker
+
+    def discard(self) -> None:
+        """Closes and deletes the unfinished data file (only committed shards count)."""
+        self._writer.close()
+        os.remove(self._tmp)
 
 
 # ------------------------------------------------------------------------------------ reader

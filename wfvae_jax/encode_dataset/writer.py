@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import time
 from collections.abc import Iterator
 
@@ -199,12 +198,8 @@ class Loop:
 
     def discard_open_shards(self) -> None:
         """Drops the shards being written (their ``.tmp`` files): only committed shards count."""
-        for shard, writer in sorted(self.writers.items()):
-            del self.writers[shard]
-            del writer  # closes the file
-            tmp = os.path.join(self.out, fmt.shard_name(shard) + fmt.TMP_SUFFIX)
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        for shard in sorted(self.writers):
+            self.writers.pop(shard).discard()
 
 
 def _agree(more: bool, stop: bool) -> tuple[bool, bool]:
