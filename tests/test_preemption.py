@@ -29,7 +29,8 @@ import pytest
 
 import wfvae_jax
 from tests import test_encode_dataset as ed
-from tests.test_train import VIDEOS, tiny_config
+from tests import test_train_faults as train_faults
+from tests.test_train import tiny_config
 from wfvae_jax.data import LatentSource
 from wfvae_jax.data import latents as fmt
 from wfvae_jax.data.video_source import VideoFiles
@@ -39,13 +40,13 @@ from wfvae_jax.io import checkpoint as layout
 from wfvae_jax.train import checkpointing, loop, preemption
 from wfvae_jax.train.checkpointing import RunCheckpoints
 from wfvae_jax.train.preemption import Preempted, Preemption
-from wfvae_jax.train.step import build_train_steps
 
 # test_encode_dataset's module fixtures: the tiny model, its input folder, an uninterrupted run.
 model, video_dir, reference = ed.model, ed.video_dir, ed.reference
 SPEC, OPTIONS = ed.SPEC, ed.OPTIONS
+# test_train_faults' fixtures: memoised train steps (shared compiled set) and a private video copy.
+cached_steps, videos = train_faults.cached_steps, train_faults.videos
 quiet = pytest.mark.filterwarnings("ignore:VideoFolderSource")
-_STEPS: dict = {}
 
 
 class _HardExit(BaseException):
@@ -127,24 +128,6 @@ def test_no_signal_no_stop():
 
 
 # ---- in the train loop --------------------------------------------------------------------
-
-
-@pytest.fixture
-def cached_steps(monkeypatch):
-    def build(cfg, mesh, parallelism="gspmd"):
-        key = (cfg, parallelism)
-        if key not in _STEPS:
-            _STEPS[key] = build_train_steps(cfg, mesh, parallelism)
-        return _STEPS[key]
-
-    monkeypatch.setattr(loop, "build_train_steps", build)
-
-
-@pytest.fixture
-def videos(tmp_path) -> str:
-    root = tmp_path / "videos"
-    shutil.copytree(VIDEOS, root)
-    return str(root)
 
 
 def _config(videos: str, num_steps: int):
